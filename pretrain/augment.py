@@ -1,0 +1,104 @@
+"""Augmentation pipelines (torchvision transforms) and the two-view dataset wrapper.
+
+Pipelines are chosen by name (``DATA.AUGMENT``); images <= 64 px use the small-image variant (no blur,
+which at 32 px erases most of the object).  The two-view wrapper seeds every sample's randomness from
+(seed, epoch, index): the views are the same whatever the worker count, and a resumed run sees exactly
+the views an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from .seeding import derive_seed
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL_IMAGE_MAX = 64
+
+
+def _normalize():
+    return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def ir_transform(size: int) -> T.Compose:
+    """Instance-discrimination style (the paper's code): crop 0.2-1, grayscale 0.2, jitter 0.4, flip."""
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        T.RandomGrayscale(p=0.2),
+        T.ColorJitter(0.4, 0.4, 0.4, 0.4),
+        T.RandomHorizontalFlip(),
+        *_normalize(),
+    ])
+
+
+def mocov2_transform(size: int) -> T.Compose:
+    """MoCo v2: jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, blur p 0.5 (large images only), flip."""
+    ops = [
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+    ]
+    if size > SMALL_IMAGE_MAX:
+        ops.append(T.RandomApply([T.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=0.5))
+    ops += [T.RandomHorizontalFlip(), *_normalize()]
+    return T.Compose(ops)
+
+
+def eval_transform(size: int) -> T.Compose:
+    """Deterministic: resize (1.14x then centre crop for large images, plain resize for small ones)."""
+    if size > SMALL_IMAGE_MAX:
+        return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), *_normalize()])
+    return T.Compose([T.Resize((size, size)), *_normalize()])
+
+
+AUGMENTATIONS: dict[str, Callable[[int], T.Compose]] = {"ir": ir_transform, "mocov2": mocov2_transform}
+
+
+def build_train_transform(name: str, size: int) -> T.Compose:
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"DATA.AUGMENT '{name}' is unknown; choose one of: {', '.join(sorted(AUGMENTATIONS))}.")
+    return AUGMENTATIONS[name](size)
+
+
+class TwoViewDataset(Dataset):
+    """Yields (view1, view2, index, label); randomness is a pure function of (seed, epoch, index)."""
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int):
+        self.base, self.transform, self.seed = base, transform, seed
+        self.epoch = 0  # set by the engine before each epoch (workers are re-created per epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        s = derive_seed(self.seed, self.epoch, i)
+        # fork_rng keeps the main process's global RNG untouched when num_workers == 0.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            state = random.getstate()
+            random.seed(s)
+            try:
+                v1, v2 = self.transform(img), self.transform(img)
+            finally:
+                random.setstate(state)
+        return v1, v2, i, label
+
+
+class TransformedDataset(Dataset):
+    """(transform(image), label) for evaluation."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        return self.transform(img), label

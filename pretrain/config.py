@@ -1,0 +1,238 @@
+"""Pretraining configuration: defaults in code, YAML files with ``_BASE_``, ``KEY VALUE`` overrides.
+
+The config system is fvcore's ``CfgNode`` (the one Detectron2 users know).  Unknown keys are errors
+that name the file and list the valid keys at that level.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A user-fixable problem with a config file or override (one sentence)."""
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore's CfgNode; the subclass exists so that ``type(cfg)`` round-trips through merges."""
+
+
+def get_defaults() -> CfgNode:
+    C = CfgNode()
+    C.SEED = 1337
+    C.DEVICE = "auto"  # auto | cpu | cuda
+    C.OUTPUT_DIR = ""
+
+    C.DATA = CfgNode()
+    C.DATA.NAME = "synthetic"  # see pretrain.data.DATASETS
+    C.DATA.ROOT = ""  # dataset folder; "" uses the dataset's default location
+    C.DATA.TRAIN_SPLIT = "train"  # the split pretraining reads (stl10: "train+unlabeled")
+    C.DATA.TEST_SPLIT = "test"  # the split the kNN monitor and linear evaluation score
+    C.DATA.IMAGE_SIZE = 32
+    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 (see pretrain.augment)
+    C.DATA.NUM_WORKERS = 2
+    C.DATA.SUBSET = 0  # > 0: use only the first N training images (CPU runs)
+    C.DATA.SYNTHETIC_SIZE = 2000  # images per split of the built-in procedural dataset
+
+    C.MODEL = CfgNode()
+    C.MODEL.BACKBONE = "resnet18"  # torchvision name, or "timm:<name>"
+    C.MODEL.SMALL_STEM = True  # 3x3 stride-1 stem without max-pool for 32-px images
+    C.MODEL.HEAD_HIDDEN = 0  # 0: same as the backbone's feature dim (dim -> dim -> OUT_DIM)
+    C.MODEL.OUT_DIM = 128
+    C.MODEL.CHANNELS_LAST = True  # used on CUDA only
+
+    C.OBJECTIVE = CfgNode()
+    C.OBJECTIVE.NAME = "moco"  # see pretrain.contrastive.objectives.OBJECTIVES
+    C.OBJECTIVE.TEMPERATURE = 0.07
+    C.OBJECTIVE.ESTIMATOR = "nce"  # nce | ring | ball (the negative sampler)
+
+    C.RING = CfgNode()
+    C.RING.OUTER = 0.1  # final outer fraction o: keep ranks < floor(o * N)
+    C.RING.INNER = 0.1  # inner fraction iota of the outer set: drop ranks < floor(iota * floor(o * N))
+    C.RING.SCHEDULE = "constant"  # see pretrain.contrastive.schedules.SCHEDULES
+    C.RING.ANNEAL_EPOCHS = 0.0  # epochs over which o moves from 1.0 to OUTER (0: no annealing)
+    C.RING.STEP_EPOCHS = 10.0  # step schedule: epochs between drops
+    C.RING.STEP_GAMMA = 0.5  # step schedule: factor per drop
+    C.RING.EXP_DECAY = 0.999  # exponential schedule: factor per iteration
+    C.RING.ADAPTIVE_DELTA = 0.01  # adaptive schedule: change of o per step
+    C.RING.ADAPTIVE_WINDOW = 10  # adaptive schedule: moving-mean window of the loss
+
+    C.MOCO = CfgNode()
+    C.MOCO.QUEUE_SIZE = 4096
+    C.MOCO.MOMENTUM = 0.999
+    C.MOCO.SHUFFLE_BN = True
+
+    C.SOLVER = CfgNode()
+    C.SOLVER.EPOCHS = 200
+    C.SOLVER.BATCH_SIZE = 256  # global batch, split over processes
+    C.SOLVER.LR = 0.03
+    C.SOLVER.MOMENTUM = 0.9
+    C.SOLVER.WEIGHT_DECAY = 1e-4
+    C.SOLVER.SCHEDULE = "step"  # see pretrain.lr_schedules.LR_SCHEDULES
+    C.SOLVER.STEPS = (0.68, 0.83)  # step schedule: fractions of training (136/200, 166/200)
+    C.SOLVER.GAMMA = 0.1
+    C.SOLVER.WARMUP_EPOCHS = 0.0
+    C.SOLVER.AMP = True  # bf16 autocast on CUDA; always off on CPU
+    C.SOLVER.MAX_ITERS = 0  # > 0: stop after this many iterations (smoke runs, benchmarks)
+
+    C.CHECKPOINT = CfgNode()
+    C.CHECKPOINT.PERIOD_ITERS = 500  # also written at every epoch end
+    C.CHECKPOINT.KEEP_EPOCHS = True  # keep checkpoint_eNNNN.pth per epoch besides checkpoint_last.pth
+
+    C.LOG = CfgNode()
+    C.LOG.PERIOD = 10
+    C.LOG.TENSORBOARD = True
+    C.LOG.PROGRESS = True
+
+    C.KNN = CfgNode()
+    C.KNN.ENABLED = True
+    C.KNN.PERIOD_EPOCHS = 1
+    C.KNN.K = 200
+    C.KNN.TEMPERATURE = 0.07
+    C.KNN.MAX_TRAIN = 0  # > 0: use at most this many training images as the kNN memory
+    C.KNN.MAX_TEST = 0
+
+    C.LINCLS = CfgNode()
+    C.LINCLS.EPOCHS = 100
+    C.LINCLS.BATCH_SIZE = 256
+    C.LINCLS.LR = 0.01
+    C.LINCLS.MOMENTUM = 0.9
+    C.LINCLS.WEIGHT_DECAY = 1e-5
+    C.LINCLS.SCHEDULE = "step"
+    C.LINCLS.STEPS = (0.6, 0.8)
+    C.LINCLS.AUGMENT = False  # False: features are computed once and cached (exact, much faster)
+    C.LINCLS.MAX_TRAIN = 0
+    C.LINCLS.MAX_TEST = 0
+    return C
+
+
+def _describe_valid(node: CfgNode, prefix: str) -> str:
+    keys = sorted(node.keys())
+    return ", ".join(f"{prefix}{k}" for k in keys)
+
+
+def _check_keys(user: dict, ref: CfgNode, source: str, prefix: str = "") -> None:
+    for key, value in user.items():
+        if key == "_BASE_" and not prefix:
+            continue
+        if key not in ref:
+            raise ConfigError(
+                f"{source}: unknown config key '{prefix}{key}'; valid keys here are: "
+                f"{_describe_valid(ref, prefix)}."
+            )
+        if isinstance(ref[key], CfgNode):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{prefix}{key}' must be a section (a mapping), not {value!r}.")
+            _check_keys(value, ref[key], source, prefix + key + ".")
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A path as given, or the name of a config shipped in pretrain/configs (with or without .yaml)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+        if cand.is_file():
+            return cand
+    shipped = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file '{path}' does not exist; give a path or one of: {shipped}.")
+
+
+def _load_yaml_with_bases(path: Path) -> dict:
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of KEY: value.")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    base_path = Path(base) if os.path.isabs(base) else path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: _BASE_ '{base}' does not exist (looked at {base_path}).")
+    merged = _load_yaml_with_bases(base_path)
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _coerce_tuples(user: dict, ref: CfgNode) -> dict:
+    """YAML has no tuples: turn lists into tuples where the default is a tuple (fvcore type-checks)."""
+    out = {}
+    for k, v in user.items():
+        r = ref.get(k)
+        if isinstance(r, CfgNode) and isinstance(v, dict):
+            out[k] = _coerce_tuples(v, r)
+        elif isinstance(r, tuple) and isinstance(v, list):
+            out[k] = tuple(v)
+        else:
+            out[k] = v
+    return out
+
+
+def merge_overrides(cfg: CfgNode, opts: list[str], source: str = "command line") -> CfgNode:
+    if len(opts) % 2:
+        raise ConfigError(f"{source}: overrides come in KEY VALUE pairs; got an odd number ({' '.join(opts)}).")
+    for key in opts[0::2]:
+        node, parts = cfg, key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, CfgNode) or part not in node:
+                prefix = ".".join(parts[:i]) + ("." if i else "")
+                valid = _describe_valid(node, prefix) if isinstance(node, CfgNode) else "(none)"
+                raise ConfigError(f"{source}: unknown config key '{key}'; valid keys here are: {valid}.")
+            node = node[part]
+    try:
+        cfg.merge_from_list(list(opts))
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"{source}: bad override value ({e}).") from None
+    return cfg
+
+
+def merge_file(cfg: CfgNode, path: str | os.PathLike) -> CfgNode:
+    p = resolve_config_path(path)
+    user = _load_yaml_with_bases(p)
+    _check_keys(user, cfg, str(p))
+    try:
+        cfg.merge_from_other_cfg(CfgNode(_coerce_tuples(user, cfg)))
+    except (ValueError, TypeError, AssertionError, KeyError) as e:
+        raise ConfigError(f"{p}: bad value ({e}).") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, opts: list[str] | None = None,
+                defaults: CfgNode | None = None) -> CfgNode:
+    """defaults <- file (with _BASE_ chain) <- KEY VALUE overrides; the result is frozen."""
+    cfg = (defaults or get_defaults()).clone()
+    if path:
+        merge_file(cfg, path)
+    if opts:
+        merge_overrides(cfg, opts)
+    cfg.freeze()
+    return cfg
+
+
+def config_from_yaml_str(text: str) -> CfgNode:
+    """Rebuild a config saved in a checkpoint or run directory (keys unknown to this version are errors)."""
+    import yaml
+
+    cfg = get_defaults()
+    user = yaml.safe_load(text) or {}
+    _check_keys(user, cfg, "saved config")
+    cfg.merge_from_other_cfg(CfgNode(_coerce_tuples(user, cfg)))
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,72 @@
+"""MoCo v2: query encoder, EMA key encoder, a queue of keys; negatives = sampler(queue).
+
+Shuffle-BN: under DDP the keys' batch is gathered from all ranks, permuted, and each rank encodes a
+slice, so a query and its key never share BatchNorm statistics.  On one process there is nothing to
+shuffle across, so it is a no-op (BatchNorm statistics of the key encoder come from the whole local
+batch, which, unlike the query encoder's, carry no gradient).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ... import distributed as D
+from ...backbones import build_encoder
+from ..estimator import contrastive_loss
+from ..pools import Queue
+from . import register_objective
+from .base import ContrastiveObjective
+
+
+@register_objective("moco")
+class MoCo(ContrastiveObjective):
+    def __init__(self, cfg, dataset_size: int, global_batch: int):
+        super().__init__(cfg)
+        if cfg.MOCO.QUEUE_SIZE % global_batch:
+            raise ValueError(f"MOCO.QUEUE_SIZE {cfg.MOCO.QUEUE_SIZE} is not a multiple of SOLVER.BATCH_SIZE "
+                             f"{global_batch}; choose a multiple (e.g. {global_batch * max(1, cfg.MOCO.QUEUE_SIZE // global_batch)}).")
+        self.encoder_q = build_encoder(cfg.MODEL)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        self.queue = Queue(cfg.MODEL.OUT_DIM, cfg.MOCO.QUEUE_SIZE)
+        self.momentum = float(cfg.MOCO.MOMENTUM)
+        self.shuffle_bn = bool(cfg.MOCO.SHUFFLE_BN)
+
+    @property
+    def backbone(self):
+        return self.encoder_q.backbone
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        m = self.momentum
+        for pk, pq in zip(self.encoder_k.parameters(), self.encoder_q.parameters()):
+            pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
+
+    @torch.no_grad()
+    def _keys(self, im_k: torch.Tensor) -> torch.Tensor:
+        if not (self.shuffle_bn and D.is_dist()):
+            return self.encoder_k(im_k)
+        gathered = D.all_gather_cat(im_k)
+        # Same generator state on every rank -> the same permutation, no broadcast needed.
+        perm = torch.randperm(len(gathered), generator=self.generator).to(gathered.device)
+        n, r = len(im_k), D.get_rank()
+        k = self.encoder_k(gathered[perm[r * n:(r + 1) * n]])
+        k_all = D.all_gather_cat(k)
+        unperm = torch.empty_like(perm)
+        unperm[perm] = torch.arange(len(perm), device=perm.device)
+        return k_all[unperm[r * n:(r + 1) * n]]
+
+    def forward(self, im_q, im_k, index=None):
+        q = self.encoder_q(im_q)
+        with torch.no_grad():
+            self._momentum_update()
+            k = self._keys(im_k)
+        pos = (q * k).sum(dim=1)
+        # a snapshot: the queue is updated in place below, before backward
+        scores = q @ self.queue.candidates().detach().clone().t().to(q.dtype)
+        neg = self.select_negatives(scores)
+        loss = contrastive_loss(pos, neg, self.temperature)
+        self.queue.enqueue(D.all_gather_cat(k.float()))
+        return loss, self.step_stats(neg)

@@ -1,0 +1,52 @@
+"""Pools of candidate negatives.  A pool answers "give me the candidates" and "update yourself".
+
+Both are modules with buffers, so they travel in the model's state_dict and checkpoints.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Queue(nn.Module):
+    """MoCo's FIFO queue of K keys; K must be a multiple of the (global) batch of keys enqueued."""
+
+    def __init__(self, dim: int, size: int):
+        super().__init__()
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    def candidates(self) -> torch.Tensor:
+        return self.keys
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        n, size = keys.shape[0], self.keys.shape[0]
+        if size % n:
+            raise ValueError(f"MOCO.QUEUE_SIZE {size} is not a multiple of the global batch {n}; make it one.")
+        p = int(self.ptr)
+        self.keys[p:p + n] = keys.to(self.keys.dtype)
+        self.ptr.fill_((p + n) % size)
+
+
+class MemoryBank(nn.Module):
+    """One L2-normalised entry per training image: M[i] <- normalize(m * M[i] + (1 - m) * z)."""
+
+    def __init__(self, size: int, dim: int, momentum: float):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"the memory-bank momentum must lie in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("bank", F.normalize(torch.randn(size, dim), dim=1))
+
+    def candidates(self) -> torch.Tensor:
+        return self.bank
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.bank.index_select(0, idx)
+
+    @torch.no_grad()
+    def update(self, idx: torch.Tensor, z: torch.Tensor) -> None:
+        new = self.momentum * self.bank.index_select(0, idx) + (1.0 - self.momentum) * z.to(self.bank.dtype)
+        self.bank.index_copy_(0, idx, F.normalize(new, dim=1))

@@ -1,0 +1,61 @@
+"""torchrun-aware process-group helpers (nccl on CUDA, gloo on CPU); all are no-ops on one process."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env(device_type: str) -> tuple[int, int, int]:
+    """Initialise the default group when launched by torchrun; returns (rank, world_size, local_rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return get_rank(), get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+@torch.no_grad()
+def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x from every rank along dim 0 (no gradient), in rank order."""
+    if not is_dist():
+        return x
+    out = [torch.empty_like(x) for _ in range(get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_mean(value: float) -> float:
+    if not is_dist():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item()) / get_world_size()
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()

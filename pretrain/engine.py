@@ -1,0 +1,260 @@
+"""The pretraining engine: data, objective, optimizer, AMP, DDP, checkpoints, logs, kNN monitor.
+
+One ``Trainer`` serves every objective.  A run directory receives ``config.yaml``, ``metrics.jsonl``,
+``summary.json``, ``tb/`` (TensorBoard), ``checkpoint_last.pth`` (every CHECKPOINT.PERIOD_ITERS
+iterations and every epoch) and ``checkpoint_eNNNN.pth`` per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import distributed as D
+from .augment import TransformedDataset, TwoViewDataset, build_train_transform, eval_transform
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import CfgNode
+from .contrastive.objectives import build_objective
+from .data import build_dataset
+from .evaluate import extract_features, knn_predict, topk_accuracy
+from .io import MetricsLog, atomic_write_text, write_summary
+from .lr_schedules import build_lr_lambda
+from .sampler import ResumableBatchSampler
+from .seeding import rng_state, seed_everything, set_rng_state
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE is '{name}' but no CUDA device is available; set DEVICE cpu or auto.")
+    return torch.device(name)
+
+
+def dataset_label(cfg: CfgNode) -> str:
+    return cfg.DATA.NAME
+
+
+class Trainer:
+    def __init__(self, cfg: CfgNode, run_dir: str | Path, resume: bool = False):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        dev = resolve_device(cfg.DEVICE)
+        self.rank, self.world, local_rank = D.init_from_env(dev.type)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        self.device, self.main = dev, self.rank == 0
+        seed_everything(cfg.SEED + self.rank)
+
+        # Data: the two-view training set and a deterministic, resumable sampler.
+        base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
+        self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE), cfg.SEED)
+        self.batch_sampler = ResumableBatchSampler(len(base), cfg.SOLVER.BATCH_SIZE, self.rank, self.world, cfg.SEED)
+        self.iters_per_epoch = self.batch_sampler.batches_per_epoch
+        self.total_iters = self.iters_per_epoch * cfg.SOLVER.EPOCHS
+        if cfg.SOLVER.MAX_ITERS:
+            self.total_iters = min(self.total_iters, cfg.SOLVER.MAX_ITERS)
+
+        # Model: the objective (encoders, pool, sampler, schedule), DDP around it when distributed.
+        self.objective = build_objective(cfg, dataset_size=len(base), global_batch=cfg.SOLVER.BATCH_SIZE)
+        self.objective.to(dev)
+        if dev.type == "cuda" and cfg.MODEL.CHANNELS_LAST:
+            self.objective.to(memory_format=torch.channels_last)
+        self.model = self.objective
+        if self.world > 1:
+            # broadcast_buffers=False: banks/queues are kept identical by construction (every rank
+            # enqueues the same gathered keys); broadcasting a 1.28M-entry bank each step would dominate.
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+        params = [p for p in self.objective.parameters() if p.requires_grad]
+        s = cfg.SOLVER
+        self.optimizer = torch.optim.SGD(params, lr=s.LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, build_lr_lambda(s.SCHEDULE, s.STEPS, s.GAMMA, self.iters_per_epoch * s.EPOCHS,
+                                            int(s.WARMUP_EPOCHS * self.iters_per_epoch)))
+        self.amp = dev.type == "cuda" and s.AMP
+        self.epoch, self.batch_in_epoch, self.iter = 0, 0, 0
+        self.last_knn: float | None = None
+        if resume:
+            self._resume()
+
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
+        self.tb = None
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", cfg.dump())
+            if cfg.LOG.TENSORBOARD:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.iter)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "config": self.cfg.dump(), "model": self.objective.state_dict(),
+            "backbone_prefix": _backbone_prefix(self.objective),
+            "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+            "objective_extra": self.objective.extra_state(), "rng": rng_state(),
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "iter": self.iter,
+            "world_size": self.world, "last_knn": self.last_knn,
+        }
+
+    def save(self, epoch_copy: int | None = None) -> None:
+        if self.main:
+            save_checkpoint(self.run_dir, self._state(), epoch_copy if self.cfg.CHECKPOINT.KEEP_EPOCHS else None)
+        D.barrier()
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.run_dir, map_location=self.device)
+        saved = state["config"]
+        for key in ("OBJECTIVE.NAME", "OBJECTIVE.ESTIMATOR", "MODEL.BACKBONE", "DATA.NAME"):
+            a, b = _get(self.cfg, key), _get(CfgNode.load_cfg(saved), key)
+            if a != b:
+                raise CheckpointError(f"{self.run_dir}: the checkpoint was trained with {key}={b} but the config "
+                                      f"says {a}; resume with the run's own config.yaml or start a new run directory.")
+        if state["world_size"] != self.world:
+            raise CheckpointError(f"{self.run_dir}: the checkpoint was written by {state['world_size']} processes "
+                                  f"and this run has {self.world}; exact resumption needs the same number.")
+        self.objective.load_state_dict(state["model"])
+        self.objective.load_extra_state(state["objective_extra"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.batch_in_epoch, self.iter = state["epoch"], state["batch_in_epoch"], state["iter"]
+        self.last_knn = state.get("last_knn")
+        if self.main:
+            print(f"[ring-pretrain] resumed {self.run_dir} at epoch {self.epoch}, batch {self.batch_in_epoch}, "
+                  f"iteration {self.iter}")
+
+    # -- training ------------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        self.train_set.epoch = self.epoch
+        self.batch_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        nw = self.cfg.DATA.NUM_WORKERS
+        return DataLoader(self.train_set, batch_sampler=self.batch_sampler, num_workers=nw,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          prefetch_factor=4 if nw else None)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda" and self.cfg.MODEL.CHANNELS_LAST:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        needs_loss = self.objective.schedule.needs_loss
+        amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.amp else contextlib.nullcontext
+        bar = tqdm(total=self.total_iters, initial=self.iter, desc=f"pretrain {cfg.OBJECTIVE.NAME}-"
+                   f"{cfg.OBJECTIVE.ESTIMATOR}", disable=not (self.main and cfg.LOG.PROGRESS), dynamic_ncols=True)
+        self.model.train()
+        imgs_seen, t_start, loss_sum, loss_n, last_loss = 0, time.perf_counter(), 0.0, 0, float("nan")
+        t_window, n_window = time.perf_counter(), 0
+        while self.iter < self.total_iters and self.epoch < cfg.SOLVER.EPOCHS:
+            for v1, v2, index, _ in self._loader():
+                self.objective.set_progress(self.iter, self.epoch + self.batch_in_epoch / self.iters_per_epoch)
+                v1, v2, index = self._to_device(v1), self._to_device(v2), index.to(self.device)
+                with amp_ctx():
+                    loss, stats = self.model(v1, v2, index)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.iter += 1
+                self.batch_in_epoch += 1
+                n_window += len(v1) * self.world
+                imgs_seen += len(v1) * self.world
+                log_now = self.iter % cfg.LOG.PERIOD == 0 or self.iter == self.total_iters
+                if needs_loss or log_now:
+                    last_loss = float(loss.detach())
+                    if needs_loss:
+                        self.objective.observe_loss(D.all_reduce_mean(last_loss))
+                    loss_sum, loss_n = loss_sum + last_loss, loss_n + 1
+                if log_now:
+                    now = time.perf_counter()
+                    ips = n_window / max(now - t_window, 1e-9)
+                    t_window, n_window = now, 0
+                    rec = dict(iter=self.iter, epoch=self.epoch + self.batch_in_epoch / self.iters_per_epoch,
+                               loss=last_loss, lr=self.optimizer.param_groups[0]["lr"], img_per_s=ips, **stats)
+                    self.log.write(**rec)
+                    if self.tb:
+                        for k, v in rec.items():
+                            if k != "iter":
+                                self.tb.add_scalar(f"train/{k}", v, self.iter)
+                    bar.set_postfix(loss=f"{last_loss:.3f}", img_s=f"{ips:.1f}",
+                                    **({"o": f"{stats['outer']:.3f}"} if "outer" in stats else {}))
+                bar.update(1)
+                epoch_done = self.batch_in_epoch == self.iters_per_epoch
+                if not epoch_done and self.iter % cfg.CHECKPOINT.PERIOD_ITERS == 0:
+                    self.save()
+                if self.iter >= self.total_iters or epoch_done:
+                    break
+            if self.batch_in_epoch == self.iters_per_epoch:  # a full epoch ended
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if cfg.KNN.ENABLED and (self.epoch % cfg.KNN.PERIOD_EPOCHS == 0 or self.epoch == cfg.SOLVER.EPOCHS):
+                    self.last_knn = self.knn_monitor()
+                    self.log.write(iter=self.iter, epoch=self.epoch, knn_top1=self.last_knn)
+                    if self.tb:
+                        self.tb.add_scalar("eval/knn_top1", self.last_knn, self.iter)
+                    if self.main:
+                        tqdm.write(f"[ring-pretrain] epoch {self.epoch}: kNN top-1 {self.last_knn:.2f}%")
+                self.save(epoch_copy=self.epoch)
+            else:
+                self.save()  # stopped by SOLVER.MAX_ITERS mid-epoch
+        bar.close()
+        elapsed = time.perf_counter() - t_start
+        metrics = {"loss": loss_sum / max(1, loss_n), "iters": self.iter, "epochs": self.epoch,
+                   "img_per_s": imgs_seen / max(elapsed, 1e-9), "seconds": elapsed}
+        if self.last_knn is not None:
+            metrics["knn_top1"] = self.last_knn
+        summary = None
+        if self.main:
+            summary = write_summary(self.run_dir, stage="pretrain", method=cfg.OBJECTIVE.NAME,
+                                    estimator=cfg.OBJECTIVE.ESTIMATOR, backbone=cfg.MODEL.BACKBONE,
+                                    dataset=dataset_label(cfg), seed=cfg.SEED, metrics=metrics)
+            if self.tb:
+                self.tb.close()
+        D.barrier()
+        return summary or {"metrics": metrics}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def knn_monitor(self) -> float | None:
+        """Weighted kNN top-1 (%) of the test split against the training split's features (rank 0)."""
+        acc = None
+        if self.main:
+            cfg = self.cfg
+            tf = eval_transform(cfg.DATA.IMAGE_SIZE)
+            train = TransformedDataset(build_dataset(cfg.DATA, _labelled_split(cfg), cfg.KNN.MAX_TRAIN), tf)
+            test = TransformedDataset(build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, cfg.KNN.MAX_TEST), tf)
+            bb = self.objective.backbone
+            ftr, ytr = extract_features(bb, train, self.device, num_workers=cfg.DATA.NUM_WORKERS)
+            fte, yte = extract_features(bb, test, self.device, num_workers=cfg.DATA.NUM_WORKERS)
+            n_cls = int(max(ytr.max(), yte.max())) + 1
+            scores = knn_predict(ftr, ytr, fte, n_cls, cfg.KNN.K, cfg.KNN.TEMPERATURE)
+            acc = topk_accuracy(scores, yte, ks=(1,))["top1"]
+        D.barrier()
+        return acc
+
+
+def _labelled_split(cfg: CfgNode) -> str:
+    """The labelled part of the training split (STL-10's unlabeled images have no class)."""
+    parts = [p for p in cfg.DATA.TRAIN_SPLIT.split("+") if p != "unlabeled"]
+    return "+".join(parts) or "train"
+
+
+def _backbone_prefix(objective: torch.nn.Module) -> str:
+    target = objective.backbone
+    for name, mod in objective.named_modules():
+        if mod is target:
+            return name + "."
+    raise RuntimeError("the objective's backbone is not one of its submodules")
+
+
+def _get(cfg: CfgNode, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node

@@ -1,0 +1,72 @@
+"""Frozen-feature evaluation: feature extraction, the weighted kNN monitor, and linear-probe training."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+
+@torch.no_grad()
+def extract_features(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256,
+                     num_workers: int = 0, progress: bool = False, desc: str = "features"):
+    """(features (N, D) float32 on CPU, labels (N,)) with the backbone in eval mode (BN frozen)."""
+    was_training = backbone.training
+    backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, labels = [], []
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        feats.append(backbone(x.to(device, non_blocking=True)).float().cpu())
+        labels.append(torch.as_tensor(y))
+    backbone.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Weighted kNN (Wu et al. 2018): each of the k nearest training features (cosine) votes for its
+    class with weight exp(similarity / temperature).  Returns (N_test, num_classes) class scores."""
+    train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
+    k = min(k, len(train_f))
+    out = []
+    for s in range(0, len(test_f), chunk):
+        sim = test_f[s:s + chunk] @ train_f.t()
+        top_sim, top_idx = sim.topk(k, dim=1)
+        votes = torch.zeros(len(sim), num_classes, dtype=sim.dtype)
+        votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
+        out.append(votes)
+    return torch.cat(out)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
+    res = {}
+    for k in ks:
+        k_ = min(k, scores.shape[1])
+        hit = (scores.topk(k_, dim=1).indices == labels.unsqueeze(1)).any(dim=1)
+        res[f"top{k}"] = 100.0 * hit.float().mean().item()
+    return res
+
+
+def train_linear_on_features(train_f, train_y, test_f, test_y, num_classes: int, epochs: int, batch_size: int,
+                             lr: float, momentum: float, weight_decay: float, lr_lambda, seed: int,
+                             progress: bool = False):
+    """A linear classifier on cached frozen features (exactly the linear probe without augmentation)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    clf = torch.nn.Linear(train_f.shape[1], num_classes)
+    opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    iters_per_epoch = max(1, len(train_f) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    for _ in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+        perm = torch.randperm(len(train_f), generator=g)
+        for b in range(iters_per_epoch):
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            loss = F.cross_entropy(clf(train_f[idx]), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        scores = clf(test_f)
+    return clf, topk_accuracy(scores, test_y)

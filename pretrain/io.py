@@ -1,0 +1,73 @@
+"""Atomic file writes and the run-directory logs (metrics.jsonl, summary.json)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path in the same folder; on success rename it over ``path`` (never a half file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl`` (line-buffered, survives a crash)."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, **record: Any) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+        return v.item()
+    return v
+
+
+def write_summary(run_dir: str | os.PathLike, *, stage: str, method: str, estimator: str, backbone: str,
+                  dataset: str, seed: int, metrics: dict, **extra: Any) -> dict:
+    """The table-ready result of a stage (DESIGN.md: run-directory layout)."""
+    summary = {"stage": stage, "method": method, "estimator": estimator, "backbone": backbone,
+               "dataset": dataset, "seed": seed, "metrics": {k: _plain(v) for k, v in metrics.items()}}
+    summary.update(extra)
+    atomic_write_json(Path(run_dir) / "summary.json", summary)
+    return summary
