@@ -22,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", default=None, help="YAML file or a name in pretrain/configs (e.g. cpu_small)")
     p.add_argument("--output-dir", "-o", default=None, help="run directory (default: OUTPUT_DIR or runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint_last.pth")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="resume when the run directory holds a checkpoint, else start it (a finished run just "
+                        "re-reports)")
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
     return p
 
 
@@ -51,7 +54,9 @@ def resolve_run(args) -> tuple[object, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
+    if args.auto_resume and args.output_dir and (Path(args.output_dir) / LAST).exists():
+        args.resume, args.config = True, None
     try:
         cfg, run_dir = resolve_run(args)
         from .engine import Trainer

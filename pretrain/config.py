@@ -171,24 +171,28 @@ def _deep_update(dst: dict, src: dict) -> None:
             dst[k] = v
 
 
+def _coerce(value, ref):
+    """fvcore type-checks strictly: YAML lists become tuples and ints become floats where the default is one."""
+    if isinstance(ref, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(ref, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def _coerce_tuples(user: dict, ref: CfgNode) -> dict:
-    """YAML has no tuples: turn lists into tuples where the default is a tuple (fvcore type-checks)."""
     out = {}
     for k, v in user.items():
         r = ref.get(k)
-        if isinstance(r, CfgNode) and isinstance(v, dict):
-            out[k] = _coerce_tuples(v, r)
-        elif isinstance(r, tuple) and isinstance(v, list):
-            out[k] = tuple(v)
-        else:
-            out[k] = v
+        out[k] = _coerce_tuples(v, r) if isinstance(r, CfgNode) and isinstance(v, dict) else _coerce(v, r)
     return out
 
 
 def merge_overrides(cfg: CfgNode, opts: list[str], source: str = "command line") -> CfgNode:
     if len(opts) % 2:
         raise ConfigError(f"{source}: overrides come in KEY VALUE pairs; got an odd number ({' '.join(opts)}).")
-    for key in opts[0::2]:
+    opts = list(opts)
+    for i_key, key in enumerate(opts[0::2]):
         node, parts = cfg, key.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, CfgNode) or part not in node:
@@ -196,11 +200,24 @@ def merge_overrides(cfg: CfgNode, opts: list[str], source: str = "command line")
                 valid = _describe_valid(node, prefix) if isinstance(node, CfgNode) else "(none)"
                 raise ConfigError(f"{source}: unknown config key '{key}'; valid keys here are: {valid}.")
             node = node[part]
+        opts[2 * i_key + 1] = _coerce(_decode(opts[2 * i_key + 1]), node)
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(opts)
     except (ValueError, TypeError, AssertionError) as e:
         raise ConfigError(f"{source}: bad override value ({e}).") from None
     return cfg
+
+
+def _decode(text):
+    """A command-line value as Python sees it ('3' -> 3, '[1, 2]' -> [1, 2], 'abc' -> 'abc')."""
+    from ast import literal_eval
+
+    if not isinstance(text, str):
+        return text
+    try:
+        return literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def merge_file(cfg: CfgNode, path: str | os.PathLike) -> CfgNode:

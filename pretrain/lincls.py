@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="a ring-pretrain run directory or checkpoint file")
     p.add_argument("--output-dir", "-o", default=None, help="default: <run dir>/lincls")
     p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. LINCLS.EPOCHS 30")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. LINCLS.EPOCHS 30")
+    args = p.parse_intermixed_args(argv)
     try:
         s = run_lincls(args.checkpoint, args.output_dir, args.opts, args.random_init)
     except (ConfigError, CheckpointError, DatasetError) as e:

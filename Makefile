@@ -1,0 +1,35 @@
+# Two commands for a fresh machine (see README.md):
+#   make demo   set everything up, then run the main job on its embedded default (CPU, minutes)
+#   make test   set everything up, then run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ringnce-installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test test-slow bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt transfer/install_detectron2.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/ring-install-detectron2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/ring-pretrain -c cpu_small -o $(DEMO_DIR) --auto-resume
+	$(BIN)/ring-lincls $(DEMO_DIR)
+	$(BIN)/ring-lincls $(DEMO_DIR) --random-init
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/pretrain_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,42 @@
+import pytest
+
+from pretrain.config import CONFIG_DIR, ConfigError, load_config
+
+
+def test_defaults_are_the_papers():
+    cfg = load_config("paper_base")
+    assert (cfg.SOLVER.LR, cfg.SOLVER.BATCH_SIZE, cfg.SOLVER.EPOCHS, cfg.OBJECTIVE.TEMPERATURE) == (0.03, 256, 200, 0.07)
+    assert cfg.SOLVER.STEPS == (0.68, 0.83) and cfg.SEED == 1337 and cfg.LINCLS.LR == 0.01
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+    load_config(path)
+
+
+def test_base_inheritance_and_overrides():
+    cfg = load_config("cifar10_moco", ["SOLVER.EPOCHS", "3", "RING.OUTER", "0.2"])
+    assert cfg.DATA.NAME == "cifar10" and cfg.SOLVER.LR == 0.03 and cfg.SOLVER.EPOCHS == 3 and cfg.RING.OUTER == 0.2
+
+
+def test_unknown_key_in_file_lists_valid_keys(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("SOLVER:\n  LR: 0.1\n  EPOHCS: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "SOLVER.EPOHCS" in msg and "SOLVER.EPOCHS" in msg and "\n" not in msg
+
+
+def test_unknown_override_and_odd_pairs():
+    with pytest.raises(ConfigError, match="unknown config key 'MOCO.QUEUE'.*MOCO.QUEUE_SIZE"):
+        load_config(None, ["MOCO.QUEUE", "5"])
+    with pytest.raises(ConfigError, match="KEY VALUE pairs"):
+        load_config(None, ["SOLVER.LR"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("no_such_config")
+
+
+def test_bad_value_type():
+    with pytest.raises(ConfigError, match="bad override value"):
+        load_config(None, ["SOLVER.EPOCHS", "many"])

@@ -1,0 +1,143 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pretrain.config import load_config
+from pretrain.contrastive import MemoryBank, Queue, build_sampler, build_schedule, contrastive_loss, ring_bounds, \
+    ring_indices
+
+
+def brute_force_ring(scores, o, iota):
+    """Reference: full descending sort, ranks [floor(iota*floor(o*N)), floor(o*N)) with the documented clamps."""
+    n = scores.shape[1]
+    outer = min(n, max(1, math.floor(o * n + 1e-9)))
+    inner = min(outer - 1, math.floor(iota * outer + 1e-9))
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return order[:, inner:outer]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 64, 1000, 4097])
+@pytest.mark.parametrize("b", [1, 5])
+@pytest.mark.parametrize("o,iota", [(0.1, 0.1), (0.5, 0.1), (1.0, 0.0), (0.1, 0.0), (0.3, 0.5), (1e-4, 0.1),
+                                     (0.99, 0.9)])
+def test_ring_equals_sort_reference(n, b, o, iota):
+    g = torch.Generator().manual_seed(n * 31 + b)
+    scores = torch.randn(b, n, generator=g)
+    got = ring_indices(scores, o, iota)
+    ref = brute_force_ring(scores, o, iota)
+    assert got.shape == ref.shape and got.shape[1] >= 1
+    # same set of candidates per row (order inside the ring is irrelevant)
+    assert torch.equal(got.sort(dim=1).values, ref.sort(dim=1).values)
+
+
+@pytest.mark.parametrize("n,o,iota", [(50, 0.2, 0.25), (200, 0.1, 0.1), (33, 0.5, 0.5)])
+def test_ring_with_ties_selects_the_reference_scores(n, o, iota):
+    g = torch.Generator().manual_seed(n)
+    scores = torch.randint(0, 4, (6, n), generator=g).float()  # heavy ties
+    got = scores.gather(1, ring_indices(scores, o, iota)).sort(dim=1).values
+    ref = scores.gather(1, brute_force_ring(scores, o, iota)).sort(dim=1).values
+    assert torch.equal(got, ref)
+    assert (ring_indices(scores, o, iota).sort(dim=1).values.diff(dim=1) > 0).all()  # no candidate twice
+
+
+def test_ring_bounds_degenerate_sizes():
+    assert ring_bounds(65536, 0.1, 0.1) == (655, 6553)  # ~top 1% to top 10%
+    assert ring_bounds(10, 0.05, 0.1) == (0, 1)  # o*N < 1: the single most similar candidate
+    assert ring_bounds(10, 1.0, 0.999) == (9, 10)  # inner clamped: the ring is never empty
+    assert ring_bounds(1, 0.1, 0.5) == (0, 1)
+    with pytest.raises(ValueError, match="empty"):
+        ring_bounds(0, 0.1, 0.1)
+
+
+def test_samplers_by_name():
+    ring_cfg = load_config(None, ["RING.INNER", "0.2"]).RING
+    scores = torch.randn(4, 100)
+    assert build_sampler("nce", ring_cfg)(scores) is None  # all candidates
+    assert build_sampler("ring", ring_cfg)(scores, outer=0.5).shape == (4, 40)  # [10, 50)
+    ball = build_sampler("ball", ring_cfg)(scores, outer=0.5)
+    assert torch.equal(ball.sort(1).values, scores.topk(50, dim=1).indices.sort(1).values)
+    draws = build_sampler("ring", ring_cfg)(scores, outer=0.5, num_draws=300, generator=torch.Generator())
+    ring = set(ring_indices(scores[:1], 0.5, 0.2)[0].tolist())
+    assert draws.shape == (4, 300) and set(draws[0].tolist()) <= ring
+    assert len(set(draws[0].tolist())) > 30  # with replacement, covering the ring
+    uni = build_sampler("nce", ring_cfg)(scores, num_draws=50, generator=torch.Generator())
+    assert uni.shape == (4, 50) and uni.max() < 100
+    with pytest.raises(ValueError, match="choose one of"):
+        build_sampler("hard", ring_cfg)
+
+
+def _ring_cfg(**kv):
+    opts = []
+    for k, v in kv.items():
+        opts += [f"RING.{k}", str(v)]
+    return load_config(None, opts).RING
+
+
+def test_schedules_match_their_formulas():
+    lin = build_schedule(_ring_cfg(SCHEDULE="linear", OUTER=0.1, ANNEAL_EPOCHS=100))
+    assert lin(0, 0.0) == 1.0 and lin(0, 50.0) == pytest.approx(0.55) and lin(0, 100.0) == pytest.approx(0.1)
+    assert lin(0, 150.0) == pytest.approx(0.1)
+    assert build_schedule(_ring_cfg(SCHEDULE="linear", ANNEAL_EPOCHS=0))(0, 5.0) == pytest.approx(0.1)
+    assert build_schedule(_ring_cfg(SCHEDULE="constant", OUTER=0.3))(999, 9.0) == 0.3
+    step = build_schedule(_ring_cfg(SCHEDULE="step", OUTER=0.1, STEP_EPOCHS=10, STEP_GAMMA=0.5))
+    assert [step(0, e) for e in (0, 9.9, 10, 25, 40)] == [1.0, 1.0, 0.5, 0.25, 0.1]
+    exp = build_schedule(_ring_cfg(SCHEDULE="exponential", OUTER=0.1, EXP_DECAY=0.99))
+    assert exp(10, 0) == pytest.approx(0.99 ** 10) and exp(10_000, 0) == 0.1
+
+
+def test_adaptive_schedule_follows_the_loss():
+    s = build_schedule(_ring_cfg(SCHEDULE="adaptive", OUTER=0.9, ADAPTIVE_DELTA=0.01, ADAPTIVE_WINDOW=3))
+    assert s.needs_loss and s(0, 0) == 1.0
+    for loss in (5.0, 5.0, 5.0):  # filling the window: no change
+        s.observe(loss)
+    assert s(0, 0) == 1.0
+    s.observe(4.0)  # below the mean of the last 3: harder
+    assert s(0, 0) == pytest.approx(0.99)
+    s.observe(9.0)  # above: easier
+    assert s(0, 0) == pytest.approx(1.0)
+    state = s.state_dict()
+    for i in range(50):
+        s.observe(-float(i))  # a falling loss keeps tightening the ring
+    assert s(0, 0) == pytest.approx(0.9)  # clamped at OUTER
+    s.load_state_dict(state)
+    assert s(0, 0) == pytest.approx(1.0)
+
+
+def test_loss_equals_hand_computed_cross_entropy():
+    pos = torch.tensor([0.5, -0.2])
+    neg = torch.tensor([[0.1, 0.3, -0.4], [0.9, 0.0, 0.2]])
+    t = 0.07
+    expected = 0.0
+    for i in range(2):
+        logits = [pos[i] / t] + [x / t for x in neg[i]]
+        expected += -(logits[0] - torch.logsumexp(torch.stack(logits), 0))
+    assert contrastive_loss(pos, neg, t).item() == pytest.approx(expected.item() / 2, rel=1e-6)
+
+
+def test_memory_bank_update_formula():
+    torch.manual_seed(0)
+    bank = MemoryBank(10, 4, momentum=0.5)
+    before = bank.bank.clone()
+    z = F.normalize(torch.randn(2, 4), dim=1)
+    idx = torch.tensor([3, 7])
+    bank.update(idx, z)
+    expected = F.normalize(0.5 * before[idx] + 0.5 * z, dim=1)
+    assert torch.allclose(bank.bank[idx], expected)
+    assert torch.equal(bank.bank[[0, 1, 2, 4, 5, 6, 8, 9]], before[[0, 1, 2, 4, 5, 6, 8, 9]])
+    replace = MemoryBank(10, 4, momentum=0.0)
+    replace.update(idx, z)
+    assert torch.allclose(replace.bank[idx], z)
+
+
+def test_queue_fifo_and_size_check():
+    q = Queue(dim=3, size=6)
+    a, b = torch.ones(3, 3), 2 * torch.ones(3, 3)
+    q.enqueue(a)
+    q.enqueue(b)
+    assert torch.equal(q.keys[:3], a) and torch.equal(q.keys[3:], b) and int(q.ptr) == 0
+    q.enqueue(3 * torch.ones(3, 3))
+    assert torch.equal(q.keys[:3], 3 * torch.ones(3, 3))
+    with pytest.raises(ValueError, match="not a multiple"):
+        q.enqueue(torch.ones(4, 3))

@@ -1,0 +1,112 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from pretrain.checkpoint import CheckpointError, load_checkpoint
+from pretrain.cli import main as pretrain_main
+from pretrain.lincls import run_lincls
+from tests.conftest import ROOT, opts_with
+
+CLI = [sys.executable, "-m", "pretrain.cli"]
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return env
+
+
+def test_run_directory_is_complete(tmp_path, tiny_opts):
+    run = tmp_path / "run"
+    assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"LOG.TENSORBOARD": "True"})]) == 0
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint_last.pth", "checkpoint_e0001.pth",
+            "checkpoint_e0002.pth", "tb"} <= names
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stage"] == "pretrain" and summary["method"] == "moco" and summary["estimator"] == "nce"
+    assert summary["metrics"]["iters"] == 16 and 0 <= summary["metrics"]["knn_top1"] <= 100
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) >= 8 and all(l == l and l < 50 for l in losses)  # finite
+    assert sum("knn_top1" in r for r in rows) == 2  # once per epoch
+    ck = load_checkpoint(run)
+    assert (ck["epoch"], ck["batch_in_epoch"], ck["iter"]) == (2, 0, 16)
+    assert ck["model"]["queue.keys"].shape == (32, 16)
+    assert list((run / "tb").iterdir())  # TensorBoard event file
+
+
+def test_existing_run_needs_resume(tmp_path, tiny_opts, capsys):
+    run = tmp_path / "run"
+    assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"SOLVER.EPOCHS": 1})]) == 0
+    assert pretrain_main(["-o", str(run), *tiny_opts]) == 2
+    assert "add --resume" in capsys.readouterr().err
+
+
+def _final_weights(run: Path) -> dict:
+    return load_checkpoint(run)["model"]
+
+
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tmp_path, tiny_opts):
+    opts = opts_with(tiny_opts, **{"SOLVER.EPOCHS": 3, "CHECKPOINT.PERIOD_ITERS": 3, "KNN.ENABLED": False})
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([*CLI, "-o", str(ref), *opts], check=True, env=_env(), capture_output=True)
+
+    proc = subprocess.Popen([*CLI, "-o", str(killed), *opts], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ck_path, seen = killed / "checkpoint_last.pth", None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ck_path.exists():
+            ck = torch.load(ck_path, weights_only=True)
+            if ck["batch_in_epoch"] != 0 and ck["iter"] < 24:
+                proc.send_signal(signal.SIGKILL)
+                seen = ck
+                break
+        time.sleep(0.01)
+    proc.wait()
+    assert seen is not None, "the run finished before it could be killed mid-epoch"
+    assert load_checkpoint(killed)["iter"] < 24  # really interrupted
+
+    out = subprocess.run([*CLI, "-o", str(killed), "--resume"], env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "resumed" in out.stdout
+    a, b = _final_weights(ref), _final_weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_rejects_a_checkpoint_of_another_kind(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(torchvision.models.resnet18().state_dict(), run / "checkpoint_last.pth")
+    assert pretrain_main(["-o", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a ring-pretrain checkpoint" in err and str(run) in err and "\n" not in err
+    (run / "checkpoint_last.pth").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(run)
+
+
+def test_queue_must_divide_by_batch(tmp_path, tiny_opts, capsys):
+    assert pretrain_main(["-o", str(tmp_path / "r"), *opts_with(tiny_opts, **{"MOCO.QUEUE_SIZE": 30})]) == 2
+    assert "MOCO.QUEUE_SIZE 30 is not a multiple" in capsys.readouterr().err
+
+
+def test_lincls_beats_nothing_and_writes_summary(tmp_path, tiny_opts):
+    run = tmp_path / "run"
+    assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"SOLVER.EPOCHS": 1})]) == 0
+    s = run_lincls(run, progress=False)
+    assert s["stage"] == "lincls" and 0 <= s["metrics"]["top1"] <= 100
+    assert json.loads((run / "lincls" / "summary.json").read_text())["metrics"] == s["metrics"]
+    r = run_lincls(run, random_init=True, progress=False)
+    assert r["method"] == "random_init" and (run / "lincls_random_init" / "summary.json").exists()
+    aug = run_lincls(run, tmp_path / "aug", ["LINCLS.AUGMENT", "True", "LINCLS.EPOCHS", "1"], progress=False)
+    assert aug["protocol"] == "augment"
