@@ -49,6 +49,11 @@ def mocov2_transform(size: int) -> T.Compose:
     return T.Compose(ops)
 
 
+def cmc_transform(size: int) -> T.Compose:
+    """CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal)."""
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), *_normalize()])
+
+
 def eval_transform(size: int) -> T.Compose:
     """Deterministic: resize (1.14x then centre crop for large images, plain resize for small ones)."""
     if size > SMALL_IMAGE_MAX:
@@ -56,7 +61,8 @@ def eval_transform(size: int) -> T.Compose:
     return T.Compose([T.Resize((size, size)), *_normalize()])
 
 
-AUGMENTATIONS: dict[str, Callable[[int], T.Compose]] = {"ir": ir_transform, "mocov2": mocov2_transform}
+AUGMENTATIONS: dict[str, Callable[[int], T.Compose]] = {"ir": ir_transform, "mocov2": mocov2_transform,
+                                                        "cmc": cmc_transform}
 
 
 def build_train_transform(name: str, size: int) -> T.Compose:
@@ -66,10 +72,12 @@ def build_train_transform(name: str, size: int) -> T.Compose:
 
 
 class TwoViewDataset(Dataset):
-    """Yields (view1, view2, index, label); randomness is a pure function of (seed, epoch, index)."""
+    """Yields (view1, view2, index, label); randomness is a pure function of (seed, epoch, index).
 
-    def __init__(self, base: Dataset, transform: Callable, seed: int):
-        self.base, self.transform, self.seed = base, transform, seed
+    With ``views=1`` (IR, CMC) only one view is augmented and it is returned in both places."""
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int, views: int = 2):
+        self.base, self.transform, self.seed, self.views = base, transform, seed, views
         self.epoch = 0  # set by the engine before each epoch (workers are re-created per epoch)
 
     def __len__(self) -> int:
@@ -84,7 +92,8 @@ class TwoViewDataset(Dataset):
             state = random.getstate()
             random.seed(s)
             try:
-                v1, v2 = self.transform(img), self.transform(img)
+                v1 = self.transform(img)
+                v2 = self.transform(img) if self.views == 2 else v1
             finally:
                 random.setstate(state)
         return v1, v2, i, label

@@ -28,7 +28,8 @@ class ResNetTrunk(nn.Module):
     def __init__(self, net: nn.Module, name: str):
         super().__init__()
         self.name = name
-        self.conv1, self.bn1, self.act1 = net.conv1, net.bn1, getattr(net, "relu", None) or net.act1
+        self.conv1, self.bn1 = net.conv1, net.bn1
+        self.act1 = net.relu if hasattr(net, "relu") else net.act1  # torchvision / timm
         self.maxpool = net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.feature_dim = net.fc.in_features
@@ -41,8 +42,47 @@ class ResNetTrunk(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.forward_maps(x), 1), 1)
 
 
-def build_backbone(name: str, small_stem: bool = False, in_chans: int = 3) -> ResNetTrunk:
-    """'resnet18', 'resnet50', ... (torchvision) or 'timm:resnet50', ... ; randomly initialised."""
+_DEPTHS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
+           "resnet50": ("bottleneck", [3, 4, 6, 3]), "resnet101": ("bottleneck", [3, 4, 23, 3])}
+
+
+class _WidthResNet(torchvision.models.ResNet):
+    """torchvision's ResNet (same blocks, names and init) with stem/layer1 width ``width`` instead of 64."""
+
+    def __init__(self, name: str, width: int, in_chans: int):
+        from torchvision.models.resnet import BasicBlock, Bottleneck
+
+        kind, layers = _DEPTHS[name]
+        block = BasicBlock if kind == "basic" else Bottleneck
+        nn.Module.__init__(self)
+        self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, width, 1, 1, 64
+        self.conv1 = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8 * width * block.expansion, 1000)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+
+def build_backbone(name: str, small_stem: bool = False, in_chans: int = 3, width: int = 64) -> ResNetTrunk:
+    """'resnet18', 'resnet50', ... (torchvision) or 'timm:resnet50', ... ; randomly initialised.
+
+    ``width`` != 64 gives a narrower/wider torchvision-style ResNet (CMC's half-width encoders, CPU runs)."""
+    if width != 64:
+        if name not in _DEPTHS:
+            raise BackboneError(f"MODEL.WIDTH {width} needs one of {', '.join(_DEPTHS)} as MODEL.BACKBONE, not {name}.")
+        net = _WidthResNet(name, width, in_chans)
+        if small_stem:
+            _small_stem(net, in_chans)
+        return ResNetTrunk(net, name)
     if name.startswith("timm:"):
         import timm
 
@@ -89,6 +129,6 @@ class Encoder(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_encoder(model_cfg, in_chans: int = 3) -> Encoder:
-    bb = build_backbone(model_cfg.BACKBONE, model_cfg.SMALL_STEM, in_chans)
+def build_encoder(model_cfg, in_chans: int = 3, width: int | None = None) -> Encoder:
+    bb = build_backbone(model_cfg.BACKBONE, model_cfg.SMALL_STEM, in_chans, width or model_cfg.WIDTH)
     return Encoder(bb, ProjectionHead(bb.feature_dim, model_cfg.HEAD_HIDDEN, model_cfg.OUT_DIM))

@@ -41,6 +41,7 @@ def get_defaults() -> CfgNode:
     C.MODEL = CfgNode()
     C.MODEL.BACKBONE = "resnet18"  # torchvision name, or "timm:<name>"
     C.MODEL.SMALL_STEM = True  # 3x3 stride-1 stem without max-pool for 32-px images
+    C.MODEL.WIDTH = 64  # channels of the stem and layer1 (layers 2-4: x2, x4, x8); 64 = the standard ResNet
     C.MODEL.HEAD_HIDDEN = 0  # 0: same as the backbone's feature dim (dim -> dim -> OUT_DIM)
     C.MODEL.OUT_DIM = 128
     C.MODEL.CHANNELS_LAST = True  # used on CUDA only
@@ -65,6 +66,15 @@ def get_defaults() -> CfgNode:
     C.MOCO.QUEUE_SIZE = 4096
     C.MOCO.MOMENTUM = 0.999
     C.MOCO.SHUFFLE_BN = True
+    C.MOCO.BN_SPLITS = 8  # one process: BatchNorm over this many sub-batches (under DDP each rank is one)
+
+    C.BANK = CfgNode()  # memory-bank objectives (ir, cmc)
+    C.BANK.MOMENTUM = 0.0  # M[i] <- normalize(m * M[i] + (1 - m) * z); 0 in the paper's code, 0.5 in the original IR
+    C.BANK.NUM_NEGATIVES = 4095  # k - 1 negatives per anchor: 4096 logits with the positive
+    C.BANK.SCORE_BLOCK = 2 ** 25  # scores held at once by the ring over a bank (128 MiB fp32): bounds memory
+
+    C.CMC = CfgNode()
+    C.CMC.WIDTH = 32  # width of each of the two ResNets (L and ab): half-width each, as CMC
 
     C.SOLVER = CfgNode()
     C.SOLVER.EPOCHS = 200
@@ -138,7 +148,8 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
         if cand.is_file():
             return cand
-    shipped = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
+    shipped = ", ".join(sorted(str(x.relative_to(CONFIG_DIR).with_suffix("")) for x in CONFIG_DIR.glob("*.yaml")))
+    shipped += ", or <dataset>/<objective>_<estimator> (e.g. cifar10/moco_ring)"
     raise ConfigError(f"config file '{path}' does not exist; give a path or one of: {shipped}.")
 
 

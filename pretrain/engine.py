@@ -18,7 +18,7 @@ from . import distributed as D
 from .augment import TransformedDataset, TwoViewDataset, build_train_transform, eval_transform
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import CfgNode
-from .contrastive.objectives import build_objective
+from .contrastive.objectives import build_objective, objective_class
 from .data import build_dataset
 from .evaluate import extract_features, knn_predict, topk_accuracy
 from .io import MetricsLog, atomic_write_text, write_summary
@@ -52,7 +52,9 @@ class Trainer:
 
         # Data: the two-view training set and a deterministic, resumable sampler.
         base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
-        self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE), cfg.SEED)
+        views = objective_class(cfg.OBJECTIVE.NAME).views
+        self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE), cfg.SEED,
+                                        views)
         self.batch_sampler = ResumableBatchSampler(len(base), cfg.SOLVER.BATCH_SIZE, self.rank, self.world, cfg.SEED)
         self.iters_per_epoch = self.batch_sampler.batches_per_epoch
         self.total_iters = self.iters_per_epoch * cfg.SOLVER.EPOCHS

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import TransformedDataset, eval_transform
-from .backbones import build_backbone
+from .contrastive.objectives import build_eval_backbone
 from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
 from .config import ConfigError, config_from_yaml_str, merge_overrides
 from .data import DatasetError, build_dataset
@@ -35,7 +35,7 @@ def load_backbone(checkpoint: str | Path, random_init: bool = False):
     state = load_checkpoint(checkpoint)
     cfg = config_from_yaml_str(state["config"])
     torch.manual_seed(cfg.SEED)
-    bb = build_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.SMALL_STEM)
+    bb = build_eval_backbone(cfg)
     if not random_init:
         bb.load_state_dict(backbone_state_dict(state))
     return cfg, bb

@@ -9,14 +9,28 @@ def test_defaults_are_the_papers():
     assert cfg.SOLVER.STEPS == (0.68, 0.83) and cfg.SEED == 1337 and cfg.LINCLS.LR == 0.01
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_shipped_config_loads(path):
     load_config(path)
 
 
 def test_base_inheritance_and_overrides():
-    cfg = load_config("cifar10_moco", ["SOLVER.EPOCHS", "3", "RING.OUTER", "0.2"])
+    cfg = load_config("cifar10/moco_ring_anneal", ["SOLVER.EPOCHS", "3", "RING.OUTER", "0.2"])
     assert cfg.DATA.NAME == "cifar10" and cfg.SOLVER.LR == 0.03 and cfg.SOLVER.EPOCHS == 3 and cfg.RING.OUTER == 0.2
+    assert cfg.OBJECTIVE.ESTIMATOR == "ring" and cfg.RING.SCHEDULE == "linear" and cfg.RING.ANNEAL_EPOCHS == 100
+    assert cfg.MOCO.QUEUE_SIZE == 4096 and load_config("imagenet/moco_nce").MOCO.QUEUE_SIZE == 65536
+
+
+def test_generated_configs_are_up_to_date():
+    import sys
+
+    sys.path.insert(0, str(CONFIG_DIR.parents[1] / "tools"))
+    import gen_configs
+
+    files = gen_configs.render()
+    assert len(files) == 4 * (1 + 4 * 5)  # per dataset: base + objectives x (nce, ring, ball, 2 annealed)
+    for path, text in files.items():
+        assert path.read_text() == text, f"{path} is stale: run python tools/gen_configs.py"
 
 
 def test_unknown_key_in_file_lists_valid_keys(tmp_path):

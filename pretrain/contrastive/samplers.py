@@ -45,24 +45,30 @@ def ring_indices(scores: torch.Tensor, outer_frac: float, inner_frac: float) -> 
 
 
 class Sampler:
-    """Base: ``__call__(scores, outer, num_draws, generator)`` -> (B, M) candidate indices, or None for all."""
+    """Base: ``__call__(scores, outer, num_draws, generator, rows)`` -> (B, M) candidate indices, or None for all.
+
+    ``rows = (offset, total)``: under DDP the draws are made for all ``total`` rows of the global batch
+    from a generator that is identical on every rank, and this rank takes rows [offset, offset + B):
+    the generator's state stays the same everywhere, which is what exact resumption needs."""
 
     conditional = False
 
     def __call__(self, scores: torch.Tensor, outer: float = 1.0, num_draws: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor | None:
+                 generator: torch.Generator | None = None, rows: tuple[int, int] | None = None):
         raise NotImplementedError
 
 
-def _draw(pool_size: int, shape: tuple[int, int], device, generator) -> torch.Tensor:
-    return torch.randint(pool_size, shape, device=device, generator=generator)
+def _draw(pool_size: int, b: int, k: int, device, generator, rows) -> torch.Tensor:
+    offset, total = rows or (0, b)
+    dev = generator.device if generator is not None else device
+    return torch.randint(pool_size, (total, k), device=dev, generator=generator)[offset:offset + b].to(device)
 
 
 class UniformSampler(Sampler):
-    def __call__(self, scores, outer=1.0, num_draws=None, generator=None):
+    def __call__(self, scores, outer=1.0, num_draws=None, generator=None, rows=None):
         if num_draws is None:
             return None
-        return _draw(scores.shape[1], (scores.shape[0], num_draws), scores.device, generator)
+        return _draw(scores.shape[1], scores.shape[0], num_draws, scores.device, generator, rows)
 
 
 class RingSampler(Sampler):
@@ -73,12 +79,32 @@ class RingSampler(Sampler):
             raise ValueError(f"RING.INNER must lie in [0, 1), got {inner}")
         self.inner = inner
 
-    def __call__(self, scores, outer=1.0, num_draws=None, generator=None):
+    def __call__(self, scores, outer=1.0, num_draws=None, generator=None, rows=None):
         idx = ring_indices(scores, outer, self.inner)
         if num_draws is None:
             return idx
-        pos = _draw(idx.shape[1], (idx.shape[0], num_draws), scores.device, generator)
-        return idx.gather(1, pos)
+        return idx.gather(1, _draw(idx.shape[1], idx.shape[0], num_draws, scores.device, generator, rows))
+
+
+def ring_indices_chunked(z: torch.Tensor, bank: torch.Tensor, outer_frac: float, inner_frac: float,
+                         score_block: int = 2 ** 25, num_draws: int | None = None,
+                         generator: torch.Generator | None = None, rows=None) -> torch.Tensor:
+    """The ring of each anchor z_i over a large bank (N, D), memory-bounded and exact.
+
+    Anchors are processed in blocks of ``max(1, score_block // N)`` rows: each block scores the whole
+    bank and takes its partial top-k, so peak extra memory is one block's scores (``score_block``
+    floats) instead of B x N, and no cross-chunk merging is needed (chunking the bank instead would
+    re-select the running top-k once per chunk).  With ``num_draws`` the result equals
+    ``RingSampler(inner)(z @ bank.T, outer, num_draws, generator, rows)`` draw for draw."""
+    b, n = len(z), len(bank)
+    inner, outer = ring_bounds(n, outer_frac, inner_frac)
+    pos = None if num_draws is None else _draw(outer - inner, b, num_draws, z.device, generator, rows)
+    step = max(1, score_block // n)
+    out = []
+    for r0 in range(0, b, step):
+        idx = ring_indices(z[r0:r0 + step] @ bank.t(), outer_frac, inner_frac)
+        out.append(idx if pos is None else idx.gather(1, pos[r0:r0 + step]))
+    return torch.cat(out)
 
 
 SAMPLERS: dict[str, Callable[[object], Sampler]] = {

@@ -4,11 +4,20 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..samplers import build_sampler
+from ... import distributed as D
+from ..samplers import _draw, build_sampler, ring_indices_chunked
 from ..schedules import build_schedule
 
 
 class ContrastiveObjective(nn.Module):
+    views = 2
+
+    @classmethod
+    def build_backbone(cls, cfg) -> nn.Module:
+        from ...backbones import build_backbone
+
+        return build_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.SMALL_STEM, width=cfg.MODEL.WIDTH)
+
     def __init__(self, cfg):
         super().__init__()
         self.temperature = float(cfg.OBJECTIVE.TEMPERATURE)
@@ -24,11 +33,23 @@ class ContrastiveObjective(nn.Module):
     def observe_loss(self, loss: float) -> None:
         self.schedule.observe(loss)
 
-    def select_negatives(self, scores: torch.Tensor, num_draws: int | None = None) -> torch.Tensor:
-        """Similarities (B, N) to the pool -> those of the sampled negatives (B, M), gradients kept."""
-        gen = self.generator if scores.device.type == "cpu" else None
-        idx = self.sampler(scores.detach(), self.outer, num_draws, gen)
+    def select_negatives(self, scores: torch.Tensor) -> torch.Tensor:
+        """Similarities (B, N) to an in-memory pool -> those of the selected negatives (B, M), gradients kept."""
+        idx = self.sampler(scores.detach(), self.outer)
         return scores if idx is None else scores.gather(1, idx)
+
+    def draw_from_bank(self, z: torch.Tensor, bank: torch.Tensor, num_draws: int, score_block: int) -> torch.Tensor:
+        """Indices (B, num_draws) of negatives drawn with replacement from a large bank (IR, CMC).
+
+        Uniform draws never score the bank.  The ring scores it block by block of anchors (no gradient),
+        so memory stays bounded for an ImageNet-sized bank (samplers.ring_indices_chunked)."""
+        b = len(z)
+        rows = (D.get_rank() * b, D.get_world_size() * b)
+        with torch.no_grad():
+            if not self.sampler.conditional:
+                return _draw(len(bank), b, num_draws, z.device, self.generator, rows)
+            return ring_indices_chunked(z.detach(), bank.to(z.dtype), self.outer, self.sampler.inner, score_block,
+                                        num_draws=num_draws, generator=self.generator, rows=rows)
 
     def step_stats(self, neg: torch.Tensor) -> dict:
         stats = {"negatives": neg.shape[1]}

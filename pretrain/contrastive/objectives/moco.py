@@ -1,9 +1,10 @@
 """MoCo v2: query encoder, EMA key encoder, a queue of keys; negatives = sampler(queue).
 
-Shuffle-BN: under DDP the keys' batch is gathered from all ranks, permuted, and each rank encodes a
-slice, so a query and its key never share BatchNorm statistics.  On one process there is nothing to
-shuffle across, so it is a no-op (BatchNorm statistics of the key encoder come from the whole local
-batch, which, unlike the query encoder's, carry no gradient).
+Shuffle-BN: a query and its positive key must not share BatchNorm statistics, or the network learns a
+"batch signature" that tells the current batch's keys from the queue's older ones instead of learning
+the images.  Under DDP the keys' batch is gathered from all ranks, permuted, and each rank encodes a
+slice.  On one process the same is emulated with ``MOCO.BN_SPLITS`` sub-batches (MoCo's single-GPU
+CIFAR practice): both encoders compute BatchNorm per sub-batch, the keys in a shuffled order.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class MoCo(ContrastiveObjective):
         self.queue = Queue(cfg.MODEL.OUT_DIM, cfg.MOCO.QUEUE_SIZE)
         self.momentum = float(cfg.MOCO.MOMENTUM)
         self.shuffle_bn = bool(cfg.MOCO.SHUFFLE_BN)
+        self.bn_splits = int(cfg.MOCO.BN_SPLITS) if self.shuffle_bn else 1
 
     @property
     def backbone(self):
@@ -44,10 +46,19 @@ class MoCo(ContrastiveObjective):
         for pk, pq in zip(self.encoder_k.parameters(), self.encoder_q.parameters()):
             pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
 
+    def _split(self, encoder, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm statistics per sub-batch: one process emulating BN_SPLITS devices."""
+        if self.bn_splits <= 1 or D.is_dist():
+            return encoder(x)
+        return torch.cat([encoder(c) for c in x.chunk(self.bn_splits)])
+
     @torch.no_grad()
     def _keys(self, im_k: torch.Tensor) -> torch.Tensor:
-        if not (self.shuffle_bn and D.is_dist()):
+        if not self.shuffle_bn:
             return self.encoder_k(im_k)
+        if not D.is_dist():
+            perm = torch.randperm(len(im_k), generator=self.generator).to(im_k.device)
+            return self._split(self.encoder_k, im_k[perm])[torch.argsort(perm)]
         gathered = D.all_gather_cat(im_k)
         # Same generator state on every rank -> the same permutation, no broadcast needed.
         perm = torch.randperm(len(gathered), generator=self.generator).to(gathered.device)
@@ -59,7 +70,7 @@ class MoCo(ContrastiveObjective):
         return k_all[unperm[r * n:(r + 1) * n]]
 
     def forward(self, im_q, im_k, index=None):
-        q = self.encoder_q(im_q)
+        q = self._split(self.encoder_q, im_q)
         with torch.no_grad():
             self._momentum_update()
             k = self._keys(im_k)

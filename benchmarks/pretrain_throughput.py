@@ -1,0 +1,188 @@
+"""End-to-end MoCo-v2 pretraining throughput: ringnce's engine versus the same training built from lightly.
+
+Both sides train the same ResNet-18 (32-px small-image stem, 512-512-128 head) on the same in-memory
+32x32 images, with MoCo-v2 augmentation, a 4096-key queue, and 2 data-loader workers; each measurement
+runs in its own process (peak memory = that process's max RSS plus its workers').  Reported:
+- end to end: data loading + two-view augmentation + MoCo step, images/s after warm-up;
+- model step only: the same step on a fixed, pre-made batch (no data loading).
+
+    python benchmarks/pretrain_throughput.py                 # batch 64 and 256
+    python benchmarks/pretrain_throughput.py --batches 64 --iters 6
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+QUEUE, WORKERS, N_IMAGES = 4096, 2, 4096
+
+
+def _images() -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-like in-memory data: the built-in shapes rendered once to a uint8 array."""
+    from pretrain.data import SyntheticShapes
+
+    ds = SyntheticShapes("train", 512, 32)
+    base = np.stack([np.asarray(ds[i][0]) for i in range(len(ds))])
+    reps = N_IMAGES // len(base)
+    return np.concatenate([base] * reps), np.array(ds.targets * reps)
+
+
+def _peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + kids) / 1024.0
+
+
+def run_ours(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
+    from pretrain.config import load_config
+    from pretrain.contrastive.objectives import build_objective
+    from pretrain.data import ArrayImageDataset, register_dataset
+
+    images, labels = _images()
+    register_dataset("bench_array")(lambda data_cfg, split: ArrayImageDataset(images, labels))
+    opts = ["DATA.NAME", "bench_array", "DATA.NUM_WORKERS", str(WORKERS), "DATA.AUGMENT", "mocov2",
+            "MODEL.SMALL_STEM", "True", "MODEL.HEAD_HIDDEN", "512", "SOLVER.BATCH_SIZE", str(batch),
+            "MOCO.QUEUE_SIZE", str(QUEUE), "KNN.ENABLED", "False", "LOG.PROGRESS", "False",
+            "LOG.TENSORBOARD", "False", "CHECKPOINT.PERIOD_ITERS", "100000", "SOLVER.EPOCHS", "1",
+            "DEVICE", "cpu"]
+    if model_only:
+        cfg = load_config(None, opts)
+        torch.manual_seed(0)
+        obj = build_objective(cfg, N_IMAGES, batch)
+        opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
+        x1, x2 = torch.randn(batch, 3, 32, 32), torch.randn(batch, 3, 32, 32)
+
+        def step():
+            loss, _ = obj(x1, x2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return _time_steps(step, batch, warmup, iters)
+
+    from pretrain.engine import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(None, opts + ["SOLVER.MAX_ITERS", str(warmup + iters), "LOG.PERIOD", str(warmup)])
+        Trainer(cfg, tmp).train()
+        rows = [json.loads(line) for line in open(Path(tmp) / "metrics.jsonl")]
+    return {"img_per_s": rows[-1]["img_per_s"], "peak_mb": _peak_mb()}
+
+
+def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
+    import copy
+
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import MoCoProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.transforms import MoCoV2Transform
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    from pretrain.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", small_stem=True)
+    head = MoCoProjectionHead(512, 512, 128)
+    backbone_k, head_k = copy.deepcopy(backbone), copy.deepcopy(head)
+    deactivate_requires_grad(backbone_k)
+    deactivate_requires_grad(head_k)
+    criterion = NTXentLoss(temperature=0.07, memory_bank_size=(QUEUE, 128))
+    opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.03, momentum=0.9)
+
+    def step(x_q, x_k):
+        update_momentum(backbone, backbone_k, 0.999)
+        update_momentum(head, head_k, 0.999)
+        q = head(backbone(x_q))
+        with torch.no_grad():
+            k = head_k(backbone_k(x_k))
+        loss = criterion(q, k)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if model_only:
+        x1, x2 = torch.randn(batch, 3, 32, 32), torch.randn(batch, 3, 32, 32)
+        return _time_steps(lambda: step(x1, x2), batch, warmup, iters)
+
+    images, labels = _images()
+    transform = MoCoV2Transform(input_size=32, gaussian_blur=0.0)  # lightly's small-image setting
+
+    class Views(Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(images[i])), int(labels[i])
+
+    loader = DataLoader(Views(), batch_size=batch, shuffle=True, drop_last=True, num_workers=WORKERS,
+                        prefetch_factor=4)
+    t0, n = None, 0
+    for it, ((x_q, x_k), _) in enumerate(loader):
+        step(x_q, x_k)
+        if it + 1 == warmup:
+            t0 = time.perf_counter()
+        elif it + 1 > warmup:
+            n += len(x_q)
+        if it + 1 == warmup + iters:
+            break
+    return {"img_per_s": n / (time.perf_counter() - t0), "peak_mb": _peak_mb()}
+
+
+def _time_steps(step, batch, warmup, iters) -> dict:
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return {"img_per_s": batch * iters / (time.perf_counter() - t0), "peak_mb": _peak_mb()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=8)
+    p.add_argument("--one", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        impl, mode, batch = args.one
+        fn = run_ours if impl == "ringnce" else run_lightly
+        print(json.dumps(fn(int(batch), args.warmup, args.iters, mode == "model_step")))
+        return 0
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; ResNet-18 small "
+          f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up + {args.iters} timed iterations")
+    rows = []
+    for batch in args.batches:
+        for mode in ("end_to_end", "model_step"):
+            res = {}
+            for impl in ("ringnce", "lightly"):
+                cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
+                       "--iters", str(args.iters)]
+                out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if out.returncode:
+                    print(out.stderr[-2000:], file=sys.stderr)
+                    return 1
+                res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            ratio = res["ringnce"]["img_per_s"] / res["lightly"]["img_per_s"]
+            rows.append((batch, mode, res, ratio))
+            print(f"batch {batch:4d} {mode:11s}: ringnce {res['ringnce']['img_per_s']:7.1f} img/s "
+                  f"(peak {res['ringnce']['peak_mb']:6.0f} MB) | lightly {res['lightly']['img_per_s']:7.1f} img/s "
+                  f"(peak {res['lightly']['peak_mb']:6.0f} MB) | ratio {ratio:.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

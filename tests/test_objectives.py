@@ -1,0 +1,117 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.cli import main as pretrain_main
+from pretrain.config import load_config
+from pretrain.contrastive.objectives import build_objective
+from pretrain.contrastive.samplers import RingSampler, ring_indices_chunked
+from tests.conftest import opts_with
+
+OBJECTIVES = ["ir", "cmc", "moco", "simclr"]
+ESTIMATORS = ["nce", "ring", "ball"]
+
+
+def _cfg(name, est, **kv):
+    opts = ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16", "MODEL.SMALL_STEM", "False",
+            "MOCO.QUEUE_SIZE", "64", "BANK.NUM_NEGATIVES", "31", "CMC.WIDTH", "16", "RING.OUTER", "0.5"]
+    for k, v in kv.items():
+        opts += [k, str(v)]
+    return load_config(None, opts)
+
+
+@pytest.mark.parametrize("est", ESTIMATORS)
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_each_objective_trains_with_finite_decreasing_loss(name, est):
+    torch.manual_seed(0)
+    obj = build_objective(_cfg(name, est), dataset_size=64, global_batch=8)
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)
+    with torch.no_grad():  # fill the queue/banks with real keys first: a random pool is trivially easy
+        for _ in range(8):
+            obj(x1, x2, torch.arange(8))
+    losses = []
+    for step in range(12):
+        loss, stats = obj(x1, x2, torch.arange(8))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-3:]) < max(losses[:3]), losses
+    assert ("outer" in stats) == (est != "nce")
+
+
+def test_chunked_ring_equals_unchunked_draw_for_draw():
+    g = torch.Generator().manual_seed(0)
+    z = F.normalize(torch.randn(37, 16, generator=g), dim=1)
+    bank = F.normalize(torch.randn(5000, 16, generator=g), dim=1)
+    full = RingSampler(0.1)(z @ bank.t(), 0.1, 300, torch.Generator().manual_seed(5))
+    chunked = ring_indices_chunked(z, bank, 0.1, 0.1, score_block=3 * 5000, num_draws=300,
+                                   generator=torch.Generator().manual_seed(5))
+    assert torch.equal(full, chunked)
+    all_ring = ring_indices_chunked(z, bank, 0.1, 0.1, score_block=5000)
+    assert all_ring.shape == (37, 450) and torch.equal(all_ring.sort(1).values,
+                                                        RingSampler(0.1)(z @ bank.t(), 0.1).sort(1).values)
+    # global-batch draws: rank 1 of 2 gets rows 37..73 of the same draw
+    both = RingSampler(0.1)(torch.cat([z, z]) @ bank.t(), 0.1, 50, torch.Generator().manual_seed(9))
+    second = ring_indices_chunked(z, bank, 0.1, 0.1, 5000, 50, torch.Generator().manual_seed(9), rows=(37, 74))
+    assert torch.equal(both[37:], second)
+
+
+def test_ir_ring_negatives_come_from_the_ring():
+    torch.manual_seed(0)
+    obj = build_objective(_cfg("ir", "ring", **{"RING.OUTER": 0.2, "RING.INNER": 0.25}), 200, 8).eval()
+    z = obj.encoder(torch.randn(8, 3, 16, 16))
+    idx = obj.draw_from_bank(z, obj.memory.bank, 500, 2 ** 20)
+    ranks = (z @ obj.memory.bank.t()).argsort(dim=1, descending=True).argsort(dim=1)  # rank of each entry
+    r = ranks.gather(1, idx)
+    assert r.min() >= 10 and r.max() < 40  # [floor(.25 * 40), floor(.2 * 200))
+
+
+def test_simclr_pool_excludes_anchor_and_positive():
+    obj = build_objective(_cfg("simclr", "nce"), 16, 2)
+    z = F.normalize(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0.9, 0.1, 0], [0.1, 0.9, 0]]), dim=1)
+    obj.encoder = lambda x: z  # anchors: a0, a1 (view 1), their positives p0, p1 (view 2)
+    loss, stats = obj(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+    assert stats["negatives"] == 2  # 2N - 2
+    sim = z @ z.t() / 0.07
+    expected = 0.0
+    for i, (p, negs) in enumerate([(2, [1, 3]), (3, [0, 2]), (0, [1, 3]), (1, [0, 2])]):
+        logits = torch.stack([sim[i, p], *[sim[i, j] for j in negs]])
+        expected += -(logits[0] - torch.logsumexp(logits, 0)) / 4
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_lab_conversion_matches_scikit_image():
+    from skimage.color import rgb2lab
+
+    from pretrain.contrastive.objectives.cmc import LAB_MEAN, LAB_STD, normalized_rgb_to_lab
+
+    rgb = np.random.default_rng(0).random((2, 8, 8, 3))
+    x = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    ours = normalized_rgb_to_lab(x) * torch.tensor(LAB_STD).view(1, 3, 1, 1) + torch.tensor(LAB_MEAN).view(1, 3, 1, 1)
+    ref = torch.from_numpy(rgb2lab(rgb)).permute(0, 3, 1, 2).float()
+    assert torch.allclose(ours, ref, atol=0.05)
+
+
+def test_cmc_backbone_concatenates_both_streams():
+    obj = build_objective(_cfg("cmc", "nce"), 16, 2).eval()
+    feats = obj.backbone(torch.randn(2, 3, 16, 16))
+    assert feats.shape == (2, 2 * 16 * 8) and obj.backbone.feature_dim == 256
+    assert obj.encoder_l.backbone.conv1.in_channels == 1 and obj.encoder_ab.backbone.conv1.in_channels == 2
+
+
+@pytest.mark.parametrize("est", ESTIMATORS)
+@pytest.mark.parametrize("config", ["cpu_small", "cpu_small_ir", "cpu_small_cmc", "cpu_small_simclr"])
+def test_ring_pretrain_runs_every_cpu_config(tmp_path, tiny_opts, config, est):
+    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": est, "SOLVER.MAX_ITERS": 3, "KNN.ENABLED": False,
+                                   "BANK.NUM_NEGATIVES": 31, "RING.ANNEAL_EPOCHS": 1, "RING.SCHEDULE": "linear"})
+    assert pretrain_main(["-c", config, "-o", str(tmp_path / "run"), *opts]) == 0
+    assert (tmp_path / "run" / "summary.json").exists()
