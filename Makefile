@@ -12,6 +12,8 @@ DEMO_DIR ?= runs/demo
 $(STAMP): pyproject.toml constraints.txt transfer/install_detectron2.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# real offline data for Meta-Dataset sources; --no-deps: its module (which needs TensorFlow) is never imported
+	$(BIN)/python -m pip install -q --no-deps animal_mnist==0.4
 	$(BIN)/ring-install-detectron2
 	touch $(STAMP)
 
