@@ -23,7 +23,20 @@ class MissingExtensionError(RuntimeError):
 
 
 class _MissingC(types.ModuleType):
-    """Stands in for detectron2._C: importing works, using any op raises MissingExtensionError."""
+    """Stands in for detectron2._C: importing works, the environment queries answer 'not built', and
+    using any op raises MissingExtensionError."""
+
+    @staticmethod
+    def get_compiler_version() -> str:
+        return "not built (Python-only Detectron2)"
+
+    @staticmethod
+    def get_cuda_version() -> str:
+        return "not built"
+
+    @staticmethod
+    def has_cuda() -> bool:
+        return False
 
     def __getattr__(self, name: str):
         if name.startswith("__"):

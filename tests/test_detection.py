@@ -1,0 +1,152 @@
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from pretrain.cli import main as pretrain_main
+from tests.conftest import opts_with
+from transfer.detection.export import ExportError, export, torchvision_to_detectron2
+from transfer.detection.resnet_table import detectron2_resnet_shapes
+from transfer.detection.scenes import generate
+from transfer.detection.train_net import CONFIG_ROOT, TransferError, load_cfg, register_custom
+
+ALL_CONFIGS = sorted(CONFIG_ROOT.rglob("*.yaml"))
+
+
+def _load_into_model(cfg, pkl):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    ckpt = DetectionCheckpointer(model)
+    incompatible = ckpt._load_model(ckpt._load_file(str(pkl)))  # load() only logs what did not match
+    return model, incompatible
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_ROOT)))
+def test_every_config_loads(path):
+    cfg = load_cfg(str(path))
+    assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False
+
+
+def test_export_names_follow_detectron2():
+    assert torchvision_to_detectron2("conv1.weight") == "stem.conv1.weight"
+    assert torchvision_to_detectron2("bn1.running_var") == "stem.conv1.norm.running_var"
+    assert torchvision_to_detectron2("layer3.1.bn2.bias") == "res4.1.conv2.norm.bias"
+    assert torchvision_to_detectron2("layer2.0.downsample.0.weight") == "res3.0.shortcut.weight"
+    assert torchvision_to_detectron2("layer2.0.downsample.1.weight") == "res3.0.shortcut.norm.weight"
+    assert len(detectron2_resnet_shapes(18)) == 100 and len(detectron2_resnet_shapes(50)) == 265
+
+
+@pytest.mark.parametrize("depth,config", [(18, "coco/mask_rcnn_R_18_FPN_1x.yaml"),
+                                          (50, "coco/mask_rcnn_R_50_FPN_1x.yaml"),
+                                          (50, "moco/mask_rcnn_R_50_C4_1x_moco.yaml")])
+def test_exported_weights_load_completely(tmp_path, depth, config):
+    torch.manual_seed(depth)
+    net = getattr(torchvision.models, f"resnet{depth}")()
+    src = {k: v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in src.items()}}, tmp_path / "ck.pth")
+    export(tmp_path / "ck.pth", tmp_path / "w.pkl")
+    data = pickle.load(open(tmp_path / "w.pkl", "rb"))
+    assert data["__author__"] and data["matching_heuristics"] is True and "fc.weight" not in data["model"]
+    model, incompatible = _load_into_model(load_cfg(config), tmp_path / "w.pkl")
+    backbone_missing = [k for k in incompatible.missing_keys  # FPN/heads and the extra res5 norm start fresh
+                        if (".stem." in k or ".res" in k) and not k.startswith("roi_heads.res5.norm")]
+    assert backbone_missing == []
+    sd = model.state_dict()
+    prefix = "backbone.bottom_up." if "FPN" in config else "backbone."
+    assert torch.equal(sd[prefix + "stem.conv1.weight"], src["conv1.weight"])
+    assert torch.equal(sd[prefix + "res3.0.shortcut.norm.running_mean"], src["layer2.0.downsample.1.running_mean"])
+    if "C4" in config:  # res5 lives in the RoI head and is matched by its suffix
+        assert torch.equal(sd["roi_heads.res5.2.conv3.weight"], src["layer4.2.conv3.weight"])
+    else:
+        assert torch.equal(sd[prefix + "res5.1.conv2.weight"], src["layer4.1.conv2.weight"])
+
+
+def test_export_of_a_pretraining_run_and_cmc_two_streams(tmp_path, tiny_opts):
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"SOLVER.MAX_ITERS": 2, "KNN.ENABLED": False, "OBJECTIVE.NAME": "cmc",
+                                   "CMC.WIDTH": 32, "DATA.AUGMENT": "cmc", "BANK.NUM_NEGATIVES": 15})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    info = export(run, tmp_path / "cmc.pkl")
+    assert info["streams"] == ["l", "ab"]
+    data = pickle.load(open(tmp_path / "cmc.pkl", "rb"))
+    assert data["ringnce_source"]["method"] == "cmc" and data["model"]["l.stem.conv1.weight"].shape == (32, 1, 7, 7)
+    cfg = load_cfg("coco/mask_rcnn_R_18_FPN_1x.yaml", ["MODEL.BACKBONE.NAME", "build_cmc_resnet_fpn_backbone"])
+    model, incompatible = _load_into_model(cfg, tmp_path / "cmc.pkl")
+    assert [k for k in incompatible.missing_keys if k.startswith("backbone.bottom_up")] == []
+    ck = torch.load(run / "checkpoint_last.pth", weights_only=True)["model"]
+    assert torch.equal(model.state_dict()["backbone.bottom_up.ab.res4.1.conv2.weight"],
+                       ck["encoder_ab.backbone.layer3.1.conv2.weight"])
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 64, 64) * 255}])
+    assert "instances" in out[0]
+
+
+def test_export_refuses_wrong_inputs(tmp_path):
+    torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "notresnet.pth")
+    with pytest.raises(ExportError, match="is not a ResNet"):
+        export(tmp_path / "notresnet.pth", tmp_path / "x.pkl")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ExportError, match="is a ResNet-18 but --depth 50"):
+        export(tmp_path / "r18.pth", tmp_path / "x.pkl", expect_depth=50)
+    sd = torchvision.models.resnet18().state_dict()
+    sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(ExportError, match=r"res2.0.conv1.weight has shape \(64, 64, 1, 1\)"):
+        export(tmp_path / "bad.pth", tmp_path / "x.pkl")
+    assert not (tmp_path / "x.pkl").exists()
+
+
+def test_scenes_are_valid_coco(tmp_path):
+    from pycocotools.coco import COCO
+
+    path = generate(tmp_path / "kp", "keypoints", "val", num_images=6, size=96)
+    again = generate(tmp_path / "kp2", "keypoints", "val", num_images=6, size=96)
+    assert path.read_text() == again.read_text()  # deterministic
+    coco = COCO(str(path))
+    ann = coco.loadAnns(coco.getAnnIds())[0]
+    assert len(ann["keypoints"]) == 12 and coco.loadCats(1)[0]["keypoints"] == ["top", "left", "right", "bottom"]
+    mask = coco.annToMask(ann)
+    assert abs(mask.sum() - ann["area"]) / ann["area"] < 0.1
+    x, y, w, h = ann["bbox"]
+    kp = np.array(ann["keypoints"]).reshape(4, 3)
+    assert (kp[:, 0] >= x - 1).all() and (kp[:, 0] <= x + w + 1).all() and (kp[:, 2] == 2).all()
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(TransferError, match="annotation file .*missing.json does not exist"):
+        register_custom("mine_a", str(tmp_path / "missing.json"), str(tmp_path), None)
+    path = generate(tmp_path / "kp", "keypoints", "train", num_images=2, size=64)
+    with pytest.raises(TransferError, match="has keypoints .* but no flip map"):
+        register_custom("mine_kp", str(path), str(tmp_path / "kp" / "images"), None)
+    with pytest.raises(TransferError, match="must be a:b pairs"):
+        register_custom("mine_kp2", str(path), str(tmp_path / "kp" / "images"), "left:elbow")
+    register_custom("mine_kp3", str(path), str(tmp_path / "kp" / "images"), "left:right")
+    from detectron2.data import MetadataCatalog
+
+    assert MetadataCatalog.get("mine_kp3").keypoint_flip_map == [("left", "right")]
+    with pytest.raises(TransferError, match="not a Detectron2 config key"):
+        load_cfg("cpu/scenes_mask_rcnn_R_18_FPN.yaml", ["MODEL.NOPE", "1"])
+
+
+def test_short_training_writes_summary(tmp_path, monkeypatch):
+    from transfer.detection.train_net import cli
+
+    monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
+    out = tmp_path / "det"
+    assert cli(["--config-file", "cpu/scenes_keypoint_rcnn_R_18_FPN.yaml", "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"),
+                "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1",
+                "DATALOADER.NUM_WORKERS", "0"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stage"] == "detection" and s["task"] == "keypoint_rcnn_FPN" and s["method"] == "external"
+    assert {"bbox/AP", "bbox/AP50", "keypoints/AP"} <= set(s["metrics"]) and s["metrics"]["iters"] == 4
+    assert (out / "model_final.pth").exists()

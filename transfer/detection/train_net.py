@@ -1,0 +1,235 @@
+"""ring-train-net: Detectron2's train_net with our configs, datasets, heads and evaluators.
+
+    ring-train-net --config-file detectron_configs/cpu/scenes_mask_rcnn_R_18_FPN.yaml \\
+        MODEL.WEIGHTS runs/moco/model_final.pkl OUTPUT_DIR runs/moco/det_scenes
+    ring-train-net --config-file detectron_configs/moco/mask_rcnn_R_50_FPN_1x_moco.yaml --num-gpus 8 \\
+        MODEL.WEIGHTS r50.pkl OUTPUT_DIR runs/coco_r50
+    ring-train-net --config-file ... --eval-only MODEL.WEIGHTS runs/coco_r50/model_final.pth
+
+Flags are Detectron2's (--config-file, --num-gpus, --num-machines, --machine-rank, --dist-url, --resume,
+--eval-only, trailing KEY VALUE overrides), plus --dataset NAME JSON IMAGE_DIR to register any
+COCO-format json (repeatable) and --keypoint-flip-map for its keypoints.  Registered here besides
+Detectron2's builtin COCO 2017 / VOC 2007+2012 (under $DETECTRON2_DATASETS): the synthetic scenes
+(scenes_{instances,keypoints}_{train,val}, generated on first use under $RINGNCE_SCENES, default
+data/scenes), the Res5ROIHeadsExtraNorm head (MoCo's C4 recipe) and the CMC two-stream backbone.
+Results: COCO box/mask/keypoint AP (OKS sigmas from TEST.KEYPOINT_OKS_SIGMAS), VOC AP/AP50/AP75, and
+OUTPUT_DIR/summary.json with AP, AP50 and AP75 per task.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+from transfer.detectron2_compat import ensure
+
+ensure()  # before the first Detectron2 import
+
+import detectron2.utils.comm as comm  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.datasets import register_coco_instances  # noqa: E402
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # noqa: E402
+
+from pretrain.io import write_summary  # noqa: E402
+
+from . import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
+from .scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "detectron_configs"
+
+
+class TransferError(ValueError):
+    """A user-fixable problem (config, dataset, weights); one sentence."""
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+def _set_keypoint_meta(name: str, keypoint_names, flip_map) -> None:
+    MetadataCatalog.get(name).set(keypoint_names=list(keypoint_names), keypoint_flip_map=[tuple(p) for p in flip_map],
+                                  keypoint_connection_rules=[])
+
+
+def register_scenes(names, root: str | Path | None = None) -> None:
+    wanted = [n for n in names if n.startswith("scenes_") and n not in DatasetCatalog.list()]
+    if not wanted:
+        return
+    folders = ensure_scenes(root or os.environ.get("RINGNCE_SCENES", "data/scenes"))
+    for name in wanted:
+        if name not in folders:
+            raise TransferError(f"dataset '{name}' is not a synthetic-scenes split; choose one of "
+                                f"{', '.join(sorted(folders))}.")
+        folder = folders[name]
+        register_coco_instances(name, {}, str(folder / "annotations.json"), str(folder / "images"))
+        if "keypoints" in name:
+            _set_keypoint_meta(name, KEYPOINT_NAMES, KEYPOINT_FLIP_MAP)
+
+
+def register_custom(name: str, json_file: str, image_root: str, flip_map: str | None) -> None:
+    """Any COCO-format json; keypoint data needs a flip map (--keypoint-flip-map left:right,... or 'none')."""
+    if not Path(json_file).is_file():
+        raise TransferError(f"dataset '{name}': the annotation file {json_file} does not exist; pass an existing "
+                            "COCO-format json to --dataset NAME JSON IMAGE_DIR.")
+    if not Path(image_root).is_dir():
+        raise TransferError(f"dataset '{name}': the image folder {image_root} does not exist.")
+    with open(json_file) as f:
+        cats = json.load(f).get("categories", [])
+    kp_names = next((c["keypoints"] for c in cats if c.get("keypoints")), None)
+    register_coco_instances(name, {}, json_file, image_root)
+    if kp_names:
+        if flip_map is None:
+            raise TransferError(f"dataset '{name}' has keypoints ({', '.join(kp_names)}) but no flip map: pass "
+                                "--keypoint-flip-map with pairs like left_eye:right_eye,... (or 'none' if no "
+                                "keypoint has a mirror twin).")
+        pairs = [] if flip_map == "none" else [tuple(p.split(":")) for p in flip_map.split(",")]
+        unknown = [k for p in pairs for k in p if k not in kp_names]
+        if unknown or any(len(p) != 2 for p in pairs):
+            raise TransferError(f"--keypoint-flip-map: '{flip_map}' must be a:b pairs of the dataset's keypoint names "
+                                f"({', '.join(kp_names)}).")
+        _set_keypoint_meta(name, kp_names, pairs)
+
+
+# -- config ------------------------------------------------------------------------------------------
+def resolve_config(config_file: str) -> Path:
+    """A path, or one relative to detectron_configs/ (e.g. cpu/scenes_mask_rcnn_R_18_FPN.yaml)."""
+    path = Path(config_file)
+    if not path.is_file() and (CONFIG_ROOT / config_file).is_file():
+        path = CONFIG_ROOT / config_file
+    if not path.is_file():
+        raise TransferError(f"config file {config_file} does not exist (the shipped ones are under {CONFIG_ROOT}).")
+    return path
+
+
+def load_cfg(config_file: str, opts: list[str] | None = None):
+    """Detectron2's defaults <- the YAML (with its _BASE_ chain) <- KEY VALUE overrides."""
+    path = resolve_config(config_file)
+    cfg = get_cfg()
+    heads.add_cmc_config(cfg)
+    for source, merge in ((str(path), lambda: cfg.merge_from_file(str(path))),
+                          ("command line", lambda: cfg.merge_from_list(list(opts or [])))):
+        try:
+            merge()
+        except (KeyError, AssertionError, ValueError) as e:
+            msg = str(e.args[0] if e.args else e)
+            if "Non-existent" in msg:
+                raise TransferError(f"{source}: {msg} (not a Detectron2 config key); fix or remove it.") from None
+            raise TransferError(f"{source}: bad value ({msg}).") from None
+    return cfg
+
+
+def check_cfg(cfg) -> None:
+    if cfg.MODEL.KEYPOINT_ON:
+        n = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
+        if n != 17 and len(cfg.TEST.KEYPOINT_OKS_SIGMAS) != n:
+            raise TransferError(f"MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {n} (not COCO's 17): set "
+                                f"TEST.KEYPOINT_OKS_SIGMAS to {n} per-keypoint sigmas.")
+    weights = cfg.MODEL.WEIGHTS
+    if weights and not weights.startswith(("detectron2://", "http")) and not Path(weights).is_file():
+        raise TransferError(f"MODEL.WEIGHTS {weights} does not exist; export one with ring-export CKPT -o FILE.pkl.")
+
+
+def weights_source(weights: str) -> dict:
+    """What ring-export recorded about the pretraining run behind a .pkl (method, estimator, backbone)."""
+    if not weights.endswith(".pkl") or not Path(weights).is_file():
+        return {}
+    with open(weights, "rb") as f:  # our own export: written by ring-export, not an unknown pickle
+        data = pickle.load(f)
+    return data.get("ringnce_source", {}) if isinstance(data, dict) else {}
+
+
+# -- training ----------------------------------------------------------------------------------------
+class Trainer(DefaultTrainer):
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if dataset_name.startswith("voc_"):
+            return PascalVOCDetectionEvaluator(dataset_name)
+        tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ()) + (("keypoints",) if cfg.MODEL.KEYPOINT_ON else ())
+        return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR,
+                             "inference"), use_fast_impl=False, kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+
+
+def flatten_results(results: dict) -> dict[str, float]:
+    """{'bbox': {'AP': .., 'AP50': ..}, ...} (one dataset) -> {'bbox/AP': .., ...}; AP, AP50, AP75 per task."""
+    if results and all(isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()) for v in results.values()):
+        results = next(iter(results.values()))  # several test sets: the first one
+    out = {}
+    for task, metrics in results.items():
+        for key in ("AP", "AP50", "AP75"):
+            if key in metrics:
+                out[f"{task}/{key}"] = float(metrics[key])
+    return out
+
+
+def setup(args):
+    args.config_file = str(resolve_config(args.config_file))
+    cfg = load_cfg(args.config_file, args.opts)
+    for spec in args.dataset or []:
+        register_custom(*spec, flip_map=args.keypoint_flip_map)
+    register_scenes(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    check_cfg(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    t0 = time.perf_counter()
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results, iters = Trainer.test(cfg, model), 0
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        start = trainer.start_iter
+        trainer.train()  # returns results only with TEST.EXPECTED_RESULTS; the eval hook keeps the last ones
+        results = getattr(trainer, "_last_eval_results", None)
+        iters = cfg.SOLVER.MAX_ITER - start
+    seconds = time.perf_counter() - t0
+    if comm.is_main_process():
+        src = weights_source(cfg.MODEL.WEIGHTS)
+        metrics = flatten_results(results or {})
+        if iters:
+            metrics["seconds"] = seconds
+            metrics["iters"] = iters
+        write_summary(cfg.OUTPUT_DIR, stage="detection", method=src.get("method", "unknown"),
+                      estimator=src.get("estimator", "none"), backbone=f"R-{cfg.MODEL.RESNETS.DEPTH}",
+                      dataset=cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "", seed=cfg.SEED, metrics=metrics,
+                      config=args.config_file, task=_task(cfg), weights=cfg.MODEL.WEIGHTS)
+        print(f"[ring-train-net] {_task(cfg)}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
+                                                             if "/" in k))
+    return results
+
+
+def _task(cfg) -> str:
+    arch = "C4" if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") else "FPN"
+    kind = "keypoint_rcnn" if cfg.MODEL.KEYPOINT_ON else ("mask_rcnn" if cfg.MODEL.MASK_ON else "faster_rcnn")
+    return f"{kind}_{arch}"
+
+
+def build_parser():
+    p = default_argument_parser(epilog=__doc__)
+    p.add_argument("--dataset", nargs=3, action="append", metavar=("NAME", "JSON", "IMAGE_DIR"),
+                   help="register a COCO-format dataset (repeatable)")
+    p.add_argument("--keypoint-flip-map", default=None, help="for keypoint --dataset: a:b,c:d pairs, or 'none'")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except TransferError as e:
+        print(f"ring-train-net: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
