@@ -39,11 +39,12 @@ def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0):
 
         cfg, bb = load_backbone(checkpoint)
         return bb, {"method": cfg.OBJECTIVE.NAME, "estimator": cfg.OBJECTIVE.ESTIMATOR,
-                    "backbone": cfg.MODEL.BACKBONE}, cfg.DATA.IMAGE_SIZE
+                    "backbone": cfg.MODEL.BACKBONE, "seed": cfg.SEED}, cfg.DATA.IMAGE_SIZE
     from pretrain.backbones import build_backbone
 
     torch.manual_seed(seed)
-    return build_backbone(backbone), {"method": "random_init", "estimator": "none", "backbone": backbone}, 84
+    return build_backbone(backbone), {"method": "random_init", "estimator": "none", "backbone": backbone,
+                                      "seed": seed}, 84
 
 
 def run_episodes(feats: dict[int, torch.Tensor], sampler: EpisodeSampler, n: int, classifier: str,
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics[f"{r.source}/accuracy"] = r.accuracy
             metrics[f"{r.source}/ci95"] = r.ci95
         write_summary(args.output_dir, stage="meta_dataset", method=desc["method"], estimator=desc["estimator"],
-                      backbone=desc["backbone"], dataset="meta_dataset", seed=args.seed, metrics=metrics,
+                      backbone=desc["backbone"], dataset="meta_dataset", seed=desc["seed"], metrics=metrics,
+                      episode_seed=args.seed,
                       protocol=args.protocol, classifier=args.classifier, episodes=args.episodes, split=args.split,
                       checkpoint=args.checkpoint, sources=df.to_dict(orient="records"))
         atomic_write_text(Path(args.output_dir) / "table.md", table + "\n")

@@ -66,7 +66,7 @@ def get_defaults() -> CfgNode:
     C.MOCO.QUEUE_SIZE = 4096
     C.MOCO.MOMENTUM = 0.999
     C.MOCO.SHUFFLE_BN = True
-    C.MOCO.BN_SPLITS = 8  # one process: BatchNorm over this many sub-batches (under DDP each rank is one)
+    C.MOCO.BN_SPLITS = 8  # one process: BatchNorm over this many sub-batches (capped at batch/2; DDP: each rank is one)
 
     C.BANK = CfgNode()  # memory-bank objectives (ir, cmc)
     C.BANK.MOMENTUM = 0.0  # M[i] <- normalize(m * M[i] + (1 - m) * z); 0 in the paper's code, 0.5 in the original IR

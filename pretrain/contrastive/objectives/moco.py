@@ -34,7 +34,9 @@ class MoCo(ContrastiveObjective):
         self.queue = Queue(cfg.MODEL.OUT_DIM, cfg.MOCO.QUEUE_SIZE)
         self.momentum = float(cfg.MOCO.MOMENTUM)
         self.shuffle_bn = bool(cfg.MOCO.SHUFFLE_BN)
-        self.bn_splits = int(cfg.MOCO.BN_SPLITS) if self.shuffle_bn else 1
+        # each sub-batch needs >= 2 images for BatchNorm statistics: cap the splits at batch / 2
+        local_batch = global_batch // max(1, D.get_world_size())
+        self.bn_splits = max(1, min(int(cfg.MOCO.BN_SPLITS), local_batch // 2)) if self.shuffle_bn else 1
 
     @property
     def backbone(self):

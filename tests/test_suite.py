@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import TINY
+from transfer.suite import SuiteError, load_suite, main as suite_main, plan
+
+TINY_PRETRAIN = [v for v in TINY if v not in ("DATA.NUM_WORKERS", "0")] + ["SOLVER.MAX_ITERS", 2, "KNN.ENABLED",
+                                                                            False]
+
+
+def _tiny_suite(tmp_path, **changes):
+    suite = {
+        "name": "tiny", "device": "cpu",
+        "pretrain": {"config": "cpu_small", "objectives": ["moco"], "estimators": ["nce", "ring"], "seeds": [0],
+                     "overrides": TINY_PRETRAIN},
+        "lincls": {"overrides": ["LINCLS.EPOCHS", 1], "random_init": True},
+        "detection": {"tasks": [{"name": "mask", "config": "cpu/scenes_mask_rcnn_R_18_FPN.yaml",
+                                 "overrides": ["SOLVER.MAX_ITER", 2, "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", 1,
+                                               "DATALOADER.NUM_WORKERS", 0]}]},
+        "meta_dataset": {"convert": ["synthetic"], "max_per_class": 12, "sources": ["synthetic"], "episodes": 5,
+                         "image_size": 16},
+    }
+    for key, value in changes.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            suite[section][sub] = value
+        else:
+            suite[section] = value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_suite_runs_then_resumes_by_skipping(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path, out = _tiny_suite(tmp_path), tmp_path / "out"
+    assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for section in ("Linear evaluation", "Detectron2 transfer", "Meta-Dataset"):
+        assert section in text
+    assert "moco-ring" in text and "Δ moco-ring − nce" in text and "random_init" in text
+    assert (out / "results" / "tables.md").exists()
+    det = json.loads((out / "pretrain/default/moco_ring_s0/det_mask/summary.json").read_text())
+    assert det["method"] == "moco" and det["estimator"] == "ring" and "bbox/AP" in det["metrics"]
+    # a second run reuses everything
+    assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    n = len(plan(load_suite(path)[0], out))
+    assert f"{n} stages, {n} already complete" in again and "done:" not in again
+
+
+def test_interrupted_suite_resumes_where_it_stopped(tmp_path, capsys):
+    path, out = _tiny_suite(tmp_path, detection__enabled=False, meta_dataset__enabled=False), tmp_path / "out"
+    stages = plan(load_suite(path)[0], out)
+    assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
+    stages[-2].done.unlink()  # as if the suite had been stopped before this stage
+    capsys.readouterr()
+    assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    assert f"{len(stages) - 1} already complete" in again and again.count("done:") == 1
+
+
+def test_typo_and_failed_stage_are_clear(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrain:\n  estimater: [ring]\n")
+    with pytest.raises(SuiteError, match="unknown key 'pretrain.estimater'.*pretrain.estimators"):
+        load_suite(bad)
+    assert suite_main(["no_such_suite"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    path = _tiny_suite(tmp_path, detection__enabled=False, meta_dataset__enabled=False,
+                       pretrain__overrides=TINY_PRETRAIN + ["DATA.NAME", "cifar10", "DATA.ROOT", str(tmp_path / "no")])
+    out = tmp_path / "out"
+    assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'pretrain moco-nce seed 0' failed" in err and "cifar-10-batches-py" in err and "pretrain.log" in err

@@ -1,0 +1,268 @@
+"""ring-suite: pretraining -> linear evaluation -> export -> Detectron2 -> Meta-Dataset -> tables, in one command.
+
+    ring-suite                                  # the embedded default: a small complete suite on CPU
+    ring-suite transfer/suites/paper_cifar.yaml -o runs/paper_cifar
+    ring-suite paper_imagenet -o /shared/runs/in --slurm partition=gpu,gpus_per_node=8,timeout_min=4320
+
+Every stage writes a run directory and is skipped when its result (summary.json, or the exported .pkl)
+already exists, so an interrupted suite resumes where it stopped (a half-finished pretraining run
+resumes from its last checkpoint).  A stage that fails stops the suite with a message naming the stage
+and its log; everything completed is kept.  Stages run as separate processes: pretraining through
+torchrun when ``pretrain.nproc_per_node`` > 1, Detectron2 through its launcher (``detection.num_gpus``).
+
+Layout of OUT:
+    pretrain/<dataset>/<objective>_<estimator>_s<seed>/   ring-pretrain run; lincls/, model_final.pkl,
+                                                           det_<task>/, meta_dataset/ inside it
+    baselines/<dataset>/random_init/                       ring-lincls --random-init
+    md_records/                                            converted Meta-Dataset sources
+    results/tables.md, results/deltas.png                  ring-results over OUT
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+SUITES = Path(__file__).resolve().parent / "suites"
+
+SCHEMA = {
+    "name": "default",
+    "device": "auto",
+    "pretrain": {"config": "cpu_small", "datasets": [""], "objectives": ["moco"], "estimators": ["nce", "ring"],
+                 "seeds": [0], "overrides": [], "nproc_per_node": 1},
+    "lincls": {"enabled": True, "overrides": [], "random_init": True},
+    "detection": {"enabled": True, "num_gpus": 1, "tasks": []},
+    "meta_dataset": {"enabled": True, "records": "", "convert": [], "optional": [], "max_per_class": 600,
+                     "sources": [], "episodes": 600, "protocol": "variable", "classifier": "ncc-cosine",
+                     "image_size": 0},
+}
+TASK_SCHEMA = {"name": "", "config": "", "overrides": []}
+
+
+class SuiteError(ValueError):
+    pass
+
+
+def _check(user: dict, ref: dict, where: str, prefix: str = "") -> dict:
+    out = copy.deepcopy(ref)
+    for k, v in (user or {}).items():
+        if k not in ref:
+            raise SuiteError(f"{where}: unknown key '{prefix}{k}'; valid keys here are: "
+                             f"{', '.join(prefix + x for x in ref)}.")
+        if isinstance(ref[k], dict):
+            if not isinstance(v, dict):
+                raise SuiteError(f"{where}: '{prefix}{k}' must be a mapping.")
+            out[k] = _check(v, ref[k], where, f"{prefix}{k}.")
+        elif isinstance(ref[k], list) and not isinstance(v, list):
+            raise SuiteError(f"{where}: '{prefix}{k}' must be a list, got {v!r}.")
+        else:
+            out[k] = v
+    return out
+
+
+def load_suite(path: str | Path | None) -> tuple[dict, str]:
+    if path is None:
+        path = SUITES / "default.yaml"
+    p = Path(path)
+    if not p.is_file() and (SUITES / f"{path}.yaml").is_file():
+        p = SUITES / f"{path}.yaml"
+    if not p.is_file():
+        raise SuiteError(f"suite file {path} does not exist; shipped suites: "
+                         f"{', '.join(sorted(x.stem for x in SUITES.glob('*.yaml')))}.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{p}: not valid YAML ({e}).") from None
+    suite = _check(raw, SCHEMA, str(p))
+    suite["detection"]["tasks"] = [_check(t, TASK_SCHEMA, str(p), "detection.tasks[].")
+                                   for t in suite["detection"]["tasks"]]
+    for t in suite["detection"]["tasks"]:
+        if not t["name"] or not t["config"]:
+            raise SuiteError(f"{p}: every detection task needs a name and a config.")
+    return suite, str(p)
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: list[str]
+    done: Path  # the file whose existence means the stage is complete
+    log: Path
+    env: dict = field(default_factory=dict)
+
+
+def _py(module: str, *args) -> list[str]:
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def plan(suite: dict, out: Path) -> list[Stage]:
+    P, L, D, M = suite["pretrain"], suite["lincls"], suite["detection"], suite["meta_dataset"]
+    stages: list[Stage] = []
+    records = Path(M["records"]) if M["records"] else out / "md_records"
+    if M["enabled"]:
+        for src in M["convert"]:
+            stages.append(Stage(f"convert {src}", _py("meta_dataset.convert", src, "-o", records, "--max-per-class",
+                                                      M["max_per_class"]),
+                                records / src / "dataset_spec.json", out / "logs" / f"convert_{src}.log"))
+    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
+    for ds in P["datasets"]:
+        for obj in P["objectives"]:
+            for est in P["estimators"]:
+                for seed in P["seeds"]:
+                    cfg = P["config"].format(dataset=ds, objective=obj, estimator=est)
+                    run = out / "pretrain" / (ds or "default") / f"{obj}_{est}_s{seed}"
+                    opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, "SEED", seed, "LOG.PROGRESS", "False",
+                            *device, *P["overrides"]]
+                    launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(P["nproc_per_node"])]
+                                if P["nproc_per_node"] > 1 else [])
+                    cmd = ([sys.executable, *launcher, "-m", "pretrain.cli"] + ["-c", cfg, "-o", str(run),
+                                                                              "--auto-resume", *map(str, opts)])
+                    tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
+                    stages.append(Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log"))
+                    if L["enabled"]:
+                        stages.append(Stage(f"lincls {tag}", _py("pretrain.lincls", run, *L["overrides"]),
+                                            run / "lincls" / "summary.json", run / "lincls.log"))
+                    if D["enabled"] and D["tasks"]:
+                        pkl = run / "model_final.pkl"
+                        stages.append(Stage(f"export {tag}", _py("transfer.detection.export", run, "-o", pkl), pkl,
+                                            run / "export.log"))
+                        for t in D["tasks"]:
+                            det = run / f"det_{t['name']}"
+                            cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus",
+                                      D["num_gpus"], "MODEL.WEIGHTS", pkl, "OUTPUT_DIR", det, *t["overrides"])
+                            stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
+                                                {"RINGNCE_SCENES": str(out / "scenes")}))
+                    if M["enabled"] and M["sources"]:
+                        md = run / "meta_dataset"
+                        cmd = _py("meta_dataset.cli", "--checkpoint", run, "--records", records, "--sources",
+                                  *M["sources"], "--episodes", M["episodes"], "--protocol", M["protocol"],
+                                  "--classifier", M["classifier"], "-o", md, "--quiet",
+                                  *(["--image-size", M["image_size"]] if M["image_size"] else []))
+                        stages.append(Stage(f"meta-dataset {tag}", cmd, md / "summary.json", run / "meta_dataset.log"))
+        if L["enabled"] and L["random_init"]:
+            first = out / "pretrain" / (ds or "default") / f"{P['objectives'][0]}_{P['estimators'][0]}_s{P['seeds'][0]}"
+            base = out / "baselines" / (ds or "default") / "random_init"
+            stages.append(Stage(f"lincls {ds + ' ' if ds else ''}random-init baseline",
+                                _py("pretrain.lincls", first, "--random-init", "-o", base, *L["overrides"]),
+                                base / "summary.json", base.with_suffix(".log")))
+    return stages
+
+
+def _available(source: str) -> bool:
+    if source == "fashion_mnist":
+        from pretrain.data.idx import FASHION_MNIST_DEFAULT
+
+        return Path(FASHION_MNIST_DEFAULT).is_dir()
+    if source == "animal_mnist":
+        import importlib.util
+
+        return importlib.util.find_spec("animal_mnist") is not None
+    return True
+
+
+def drop_unavailable(suite: dict) -> list[str]:
+    """Optional Meta-Dataset sources whose data is not installed are left out (and said so)."""
+    M = suite["meta_dataset"]
+    gone = [s for s in M["optional"] if not _available(s)]
+    M["convert"] = [s for s in M["convert"] if s not in gone]
+    M["sources"] = [s for s in M["sources"] if s not in gone]
+    return gone
+
+
+def run_stage(stage: Stage) -> float:
+    stage.log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(stage.log, "w") as log:
+        log.write("$ " + " ".join(stage.cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(stage.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **stage.env})
+    if proc.returncode != 0 or not stage.done.exists():
+        tail = stage.log.read_text().strip().splitlines()[-5:]
+        why = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "")
+        raise SuiteError(f"stage '{stage.name}' failed (exit {proc.returncode}): {why.strip()} -- full log: "
+                         f"{stage.log}; completed stages are kept, run ring-suite again to resume.")
+    return time.perf_counter() - t0
+
+
+def run_suite(suite: dict, out: Path, progress: bool = True) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    gone = drop_unavailable(suite)
+    for s in gone:
+        print(f"[ring-suite] source '{s}' is not installed here; leaving it out (see README: offline data).")
+    stages = plan(suite, out)
+    todo = [s for s in stages if not s.done.exists()]
+    print(f"[ring-suite] {suite['name']}: {len(stages)} stages, {len(stages) - len(todo)} already complete -> {out}")
+    t0 = time.perf_counter()
+    with tqdm(total=len(stages), initial=len(stages) - len(todo), desc="suite", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for stage in todo:
+            bar.set_postfix_str(stage.name)
+            secs = run_stage(stage)
+            tqdm.write(f"[ring-suite] done: {stage.name} ({secs:.0f} s)")
+            bar.update(1)
+    from .results import make_tables, plot_deltas, render
+    from pretrain.io import atomic_write_text
+
+    tables, deltas = make_tables([out / "pretrain", out / "baselines"] if (out / "baselines").exists()
+                                 else [out / "pretrain"])
+    text = render(tables, "md")
+    atomic_write_text(out / "results" / "tables.md", text)
+    plotted = plot_deltas(deltas, out / "results" / "deltas.png")
+    print(text)
+    print(f"[ring-suite] finished in {time.perf_counter() - t0:.0f} s; tables: {out / 'results' / 'tables.md'}"
+          + (f", plot: {out / 'results' / 'deltas.png'}" if plotted else ""))
+    return text
+
+
+def submit_slurm(suite_path: str, out: Path, spec: str) -> int:
+    """Submit this suite as one Slurm job with submitit (pip install 'ringnce[slurm]')."""
+    try:
+        import submitit
+    except ImportError:
+        raise SuiteError("--slurm needs submitit: pip install 'ringnce[slurm]'.") from None
+    params = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+    params = {k: int(v) if v.isdigit() else v for k, v in params.items()}
+    ex = submitit.AutoExecutor(folder=str(out / "slurm"))
+    ex.update_parameters(name="ring-suite", **{f"slurm_{k}" if k in ("partition", "account", "qos") else k: v
+                                              for k, v in params.items()})
+    job = ex.submit(main, [suite_path, "-o", str(out), "--no-progress"])
+    print(f"[ring-suite] submitted Slurm job {job.job_id}; logs in {out / 'slurm'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ring-suite", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", nargs="?", default=None, help="suite YAML or a shipped name (default: the embedded one)")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: runs/<suite name>)")
+    p.add_argument("--dry-run", action="store_true", help="list the stages and whether each is complete")
+    p.add_argument("--slurm", default=None, help="submit to Slurm with submitit: partition=..,gpus_per_node=..")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        suite, path = load_suite(args.suite)
+        out = Path(args.output or f"runs/{Path(path).stem}")
+        if args.slurm:
+            return submit_slurm(path, out, args.slurm)
+        if args.dry_run:
+            drop_unavailable(suite)
+            for s in plan(suite, out):
+                print(f"[{'x' if s.done.exists() else ' '}] {s.name}: {' '.join(s.cmd[1:])}")
+            return 0
+        run_suite(suite, out, progress=not args.no_progress)
+    except SuiteError as e:
+        print(f"ring-suite: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
