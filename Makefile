@@ -1,11 +1,11 @@
 # Two commands for a fresh machine (see README.md):
-#   make demo   set everything up, then run the main job on its embedded default (CPU, minutes)
+#   make demo   set everything up, then run the default suite (CPU, ~15 minutes): ring-suite
 #   make test   set everything up, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ringnce-installed
-DEMO_DIR ?= runs/demo
+DEMO_DIR ?= runs/default
 
 .PHONY: setup demo test test-slow bench clean-venv
 
@@ -20,9 +20,7 @@ $(STAMP): pyproject.toml constraints.txt transfer/install_detectron2.py
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/ring-pretrain -c cpu_small -o $(DEMO_DIR) --auto-resume
-	$(BIN)/ring-lincls $(DEMO_DIR)
-	$(BIN)/ring-lincls $(DEMO_DIR) --random-init
+	$(BIN)/ring-suite -o $(DEMO_DIR)
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -32,6 +30,7 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pretrain_throughput.py
+	$(BIN)/python benchmarks/ring_selection.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -150,3 +150,19 @@ def test_short_training_writes_summary(tmp_path, monkeypatch):
     assert s["stage"] == "detection" and s["task"] == "keypoint_rcnn_FPN" and s["method"] == "external"
     assert {"bbox/AP", "bbox/AP50", "keypoints/AP"} <= set(s["metrics"]) and s["metrics"]["iters"] == 4
     assert (out / "model_final.pth").exists()
+
+
+@pytest.mark.slow
+def test_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
+    """R50-C4 (res5 in the RoI head, MoCo's extra norm) end to end; ~6 s/iter on 2 cores."""
+    from transfer.detection.train_net import cli
+
+    monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
+    export(tmp_path / "r50.pth", tmp_path / "r50.pkl")
+    out = tmp_path / "c4"
+    assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_50_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r50.pkl"),
+                "MODEL.ROI_HEADS.NAME", "Res5ROIHeadsExtraNorm", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3",
+                "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["task"] == "mask_rcnn_C4" and {"bbox/AP", "segm/AP"} <= set(s["metrics"])
