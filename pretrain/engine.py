@@ -148,6 +148,11 @@ class Trainer:
 
     def train(self) -> dict:
         cfg = self.cfg
+        done = self.run_dir / "summary.json"
+        if self.iter >= self.total_iters and done.exists():  # a finished run, resumed: report, rewrite nothing
+            import json
+
+            return json.loads(done.read_text())
         needs_loss = self.objective.schedule.needs_loss
         amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.amp else contextlib.nullcontext
         bar = tqdm(total=self.total_iters, initial=self.iter, desc=f"pretrain {cfg.OBJECTIVE.NAME}-"

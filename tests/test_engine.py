@@ -110,3 +110,12 @@ def test_lincls_beats_nothing_and_writes_summary(tmp_path, tiny_opts):
     assert r["method"] == "random_init" and (run / "lincls_random_init" / "summary.json").exists()
     aug = run_lincls(run, tmp_path / "aug", ["LINCLS.AUGMENT", "True", "LINCLS.EPOCHS", "1"], progress=False)
     assert aug["protocol"] == "augment"
+
+
+def test_auto_resume_of_a_finished_run_keeps_its_summary(tmp_path, tiny_opts):
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"SOLVER.EPOCHS": 1, "KNN.ENABLED": False})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    before = (run / "summary.json").read_text()
+    assert pretrain_main(["-o", str(run), "--auto-resume", *opts]) == 0
+    assert (run / "summary.json").read_text() == before

@@ -136,8 +136,13 @@ def weights_source(weights: str) -> dict:
     """What ring-export recorded about the pretraining run behind a .pkl (method, estimator, backbone)."""
     if not weights.endswith(".pkl") or not Path(weights).is_file():
         return {}
-    with open(weights, "rb") as f:  # our own export: written by ring-export, not an unknown pickle
-        data = pickle.load(f)
+    from pretrain.data.base import _NumpyOnlyUnpickler
+
+    try:
+        with open(weights, "rb") as f:  # arrays and plain containers only: a .pkl cannot run code here
+            data = _NumpyOnlyUnpickler(f).load()
+    except pickle.UnpicklingError:
+        return {}  # not one of ours (Detectron2 itself will load or reject it)
     return data.get("ringnce_source", {}) if isinstance(data, dict) else {}
 
 
