@@ -166,3 +166,12 @@ def test_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
                 "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["task"] == "mask_rcnn_C4" and {"bbox/AP", "segm/AP"} <= set(s["metrics"])
+
+
+def test_multi_gpu_without_gpus_is_one_sentence(capsys):
+    from transfer.detection.train_net import cli
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has GPUs")
+    assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_18_FPN.yaml", "--num-gpus", "2"]) == 2
+    assert "needs 2 CUDA devices" in capsys.readouterr().err

@@ -229,6 +229,11 @@ def build_parser():
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        import torch
+
+        if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
+            raise TransferError(f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA devices and this machine has "
+                                f"{torch.cuda.device_count()}; use --num-gpus 1 (CPU or one GPU).")
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except TransferError as e:
