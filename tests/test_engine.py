@@ -100,7 +100,7 @@ def test_queue_must_divide_by_batch(tmp_path, tiny_opts, capsys):
     assert "MOCO.QUEUE_SIZE 30 is not a multiple" in capsys.readouterr().err
 
 
-def test_lincls_beats_nothing_and_writes_summary(tmp_path, tiny_opts):
+def test_lincls_writes_summaries_for_all_protocols(tmp_path, tiny_opts):
     run = tmp_path / "run"
     assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"SOLVER.EPOCHS": 1})]) == 0
     s = run_lincls(run, progress=False)
