@@ -45,7 +45,9 @@ def test_export_names_follow_detectron2():
 
 @pytest.mark.parametrize("depth,config", [(18, "coco/mask_rcnn_R_18_FPN_1x.yaml"),
                                           (50, "coco/mask_rcnn_R_50_FPN_1x.yaml"),
-                                          (50, "moco/mask_rcnn_R_50_C4_1x_moco.yaml")])
+                                          (50, "moco/mask_rcnn_R_50_C4_1x_moco.yaml"),
+                                          (50, "coco/mask_rcnn_R_50_C4_1x.yaml"),
+                                          (18, "cpu/scenes_mask_rcnn_R_18_C4.yaml")])
 def test_exported_weights_load_completely(tmp_path, depth, config):
     torch.manual_seed(depth)
     net = getattr(torchvision.models, f"resnet{depth}")()
@@ -63,7 +65,9 @@ def test_exported_weights_load_completely(tmp_path, depth, config):
     assert torch.equal(sd[prefix + "stem.conv1.weight"], src["conv1.weight"])
     assert torch.equal(sd[prefix + "res3.0.shortcut.norm.running_mean"], src["layer2.0.downsample.1.running_mean"])
     if "C4" in config:  # res5 lives in the RoI head and is matched by its suffix
-        assert torch.equal(sd["roi_heads.res5.2.conv3.weight"], src["layer4.2.conv3.weight"])
+        last = "1.conv2" if depth == 18 else "2.conv3"  # R18's res5: two basic blocks
+        assert torch.equal(sd[f"roi_heads.res5.{last}.weight"], src[f"layer4.{last}.weight"])
+        assert not any("res5" in k for k in incompatible.unexpected_keys)
     else:
         assert torch.equal(sd[prefix + "res5.1.conv2.weight"], src["layer4.1.conv2.weight"])
 
@@ -150,6 +154,29 @@ def test_short_training_writes_summary(tmp_path, monkeypatch):
     assert s["stage"] == "detection" and s["task"] == "keypoint_rcnn_FPN" and s["method"] == "external"
     assert {"bbox/AP", "bbox/AP50", "keypoints/AP"} <= set(s["metrics"]) and s["metrics"]["iters"] == 4
     assert (out / "model_final.pth").exists()
+
+
+def test_r18_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
+    """The paper's backbone in a C4 model: res5 of basic blocks as the RoI head, pretrained res5 weights,
+    MoCo's extra norm (the plain Res5ROIHeadsAnyDepth is the config's default, loaded in the export test)."""
+    from transfer.detection.train_net import cli
+
+    monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
+    out = tmp_path / "c4"
+    assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_18_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"),
+                "MODEL.ROI_HEADS.NAME", "Res5ROIHeadsExtraNorm", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2",
+                "SOLVER.BASE_LR", "0.0",
+                "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["task"] == "mask_rcnn_C4" and {"bbox/AP", "segm/AP"} <= set(s["metrics"])
+    final = torch.load(out / "model_final.pth", weights_only=False)["model"]
+    # lr 0: the pretrained res5 in the RoI head is exactly the exported layer4 (BN statistics aside)
+    assert torch.equal(torch.as_tensor(final["roi_heads.res5.0.conv1.weight"]), net.layer4[0].conv1.weight)
+    assert "roi_heads.res5.norm.weight" in final and "roi_heads.res5.2.conv1.weight" not in final
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Detectron2 registrations: MoCo's C4 head with a norm after res5, and the CMC two-stream backbone."""
+"""Detectron2 registrations: C4 heads for every ResNet depth (MoCo's with a norm after res5), and the CMC
+two-stream backbone."""
 from __future__ import annotations
 
 import torch
@@ -15,13 +16,37 @@ from pretrain.contrastive.objectives.cmc import LAB_MEAN, LAB_STD
 from .resnet_table import DEPTHS
 
 
-@ROI_HEADS_REGISTRY.register()
-class Res5ROIHeadsExtraNorm(Res5ROIHeads):
-    """Res5ROIHeads whose res5 ends with one more norm layer (MoCo's C4 transfer recipe): the pretrained
-    res5 never saw a normalisation after its last residual sum, and the box head trains better with one."""
+def res5_head_stage(cfg) -> tuple[torch.nn.Sequential, int]:
+    """res5 as the RoI head, built for the backbone's depth: Detectron2's own builder always makes three
+    bottleneck blocks, so a ResNet-18/34 res5 (basic blocks, 2 or 3 of them) would not match its weights."""
+    r = cfg.MODEL.RESNETS
+    kind, blocks = DEPTHS[r.DEPTH]
+    if kind == "bottleneck":
+        return Res5ROIHeads._build_res5_block.__func__(Res5ROIHeads, cfg)
+    out_channels = r.RES2_OUT_CHANNELS * 8
+    stage = ResNet.make_stage(BasicBlock, blocks[3], stride_per_block=[2] + [1] * (blocks[3] - 1),
+                              in_channels=out_channels // 2, out_channels=out_channels, norm=r.NORM)
+    return torch.nn.Sequential(*stage), out_channels
 
-    def _build_res5_block(self, cfg):
-        seq, out_channels = super()._build_res5_block(cfg)
+
+@ROI_HEADS_REGISTRY.register()
+class Res5ROIHeadsAnyDepth(Res5ROIHeads):
+    """Res5ROIHeads for every ResNet depth, ResNet-18/34 included (the paper's backbone in a C4 model)."""
+
+    @classmethod
+    def _build_res5_block(cls, cfg):
+        return res5_head_stage(cfg)
+
+
+@ROI_HEADS_REGISTRY.register()
+class Res5ROIHeadsExtraNorm(Res5ROIHeadsAnyDepth):
+    """Res5ROIHeadsAnyDepth whose res5 ends with one more norm layer (MoCo's C4 transfer recipe): the
+    pretrained res5 never saw a normalisation after its last residual sum, and the box head trains better
+    with one."""
+
+    @classmethod
+    def _build_res5_block(cls, cfg):
+        seq, out_channels = res5_head_stage(cfg)
         seq.add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
         return seq, out_channels
 
