@@ -5,6 +5,9 @@ Both sides train the same ResNet-18 (32-px small-image stem, 512-512-128 head) o
 runs in its own process (peak memory = that process's max RSS plus its workers').  Reported:
 - end to end: data loading + two-view augmentation + MoCo step, images/s after warm-up;
 - model step only: the same step on a fixed, pre-made batch (no data loading).
+ringnce runs twice: as configured by default (MoCo's shuffle-BN emulated on one process with MOCO.BN_SPLITS
+sub-batches, work lightly's recipe does not do) and with MOCO.SHUFFLE_BN False (the same computation as
+lightly's).  Both use the engine's channels-last memory format.
 
     python benchmarks/pretrain_throughput.py                 # batch 64 and 256
     python benchmarks/pretrain_throughput.py --batches 64 --iters 6
@@ -28,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 QUEUE, WORKERS, N_IMAGES = 4096, 2, 4096
+# ringnce as configured by default (shuffle-BN emulated with MOCO.BN_SPLITS sub-batches), ringnce doing the
+# same work as lightly's recipe (no shuffle-BN), and lightly: every ratio is against lightly.
+IMPLS = ("ringnce", "ringnce-no-shuffle-bn", "lightly")
 
 
 def _images() -> tuple[np.ndarray, np.ndarray]:
@@ -46,9 +52,10 @@ def _peak_mb() -> float:
     return (own + kids) / 1024.0
 
 
-def run_ours(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
+def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: bool = True) -> dict:
     from pretrain.config import load_config
     from pretrain.contrastive.objectives import build_objective
+    from pretrain.engine import memory_format
     from pretrain.data import ArrayImageDataset, register_dataset
 
     images, labels = _images()
@@ -57,13 +64,13 @@ def run_ours(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
             "MODEL.SMALL_STEM", "True", "MODEL.HEAD_HIDDEN", "512", "SOLVER.BATCH_SIZE", str(batch),
             "MOCO.QUEUE_SIZE", str(QUEUE), "KNN.ENABLED", "False", "LOG.PROGRESS", "False",
             "LOG.TENSORBOARD", "False", "CHECKPOINT.PERIOD_ITERS", "100000", "SOLVER.EPOCHS", "1",
-            "DEVICE", "cpu"]
+            "DEVICE", "cpu", "MOCO.SHUFFLE_BN", str(shuffle_bn)]
     if model_only:
         cfg = load_config(None, opts)
         torch.manual_seed(0)
-        obj = build_objective(cfg, N_IMAGES, batch)
+        obj = build_objective(cfg, N_IMAGES, batch).to(memory_format=memory_format(cfg))  # as the engine does
         opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
-        x1, x2 = torch.randn(batch, 3, 32, 32), torch.randn(batch, 3, 32, 32)
+        x1, x2 = (torch.randn(batch, 3, 32, 32).contiguous(memory_format=memory_format(cfg)) for _ in range(2))
 
         def step():
             loss, _ = obj(x1, x2)
@@ -159,16 +166,16 @@ def main() -> int:
     args = p.parse_args()
     if args.one:
         impl, mode, batch = args.one
-        fn = run_ours if impl == "ringnce" else run_lightly
+        fn = {"ringnce": run_ours, "ringnce-no-shuffle-bn": lambda *a: run_ours(*a, shuffle_bn=False),
+              "lightly": run_lightly}[impl]
         print(json.dumps(fn(int(batch), args.warmup, args.iters, mode == "model_step")))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; ResNet-18 small "
           f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up + {args.iters} timed iterations")
-    rows = []
     for batch in args.batches:
         for mode in ("end_to_end", "model_step"):
             res = {}
-            for impl in ("ringnce", "lightly"):
+            for impl in IMPLS:
                 cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
                        "--iters", str(args.iters)]
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -176,11 +183,12 @@ def main() -> int:
                     print(out.stderr[-2000:], file=sys.stderr)
                     return 1
                 res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-            ratio = res["ringnce"]["img_per_s"] / res["lightly"]["img_per_s"]
-            rows.append((batch, mode, res, ratio))
-            print(f"batch {batch:4d} {mode:11s}: ringnce {res['ringnce']['img_per_s']:7.1f} img/s "
-                  f"(peak {res['ringnce']['peak_mb']:6.0f} MB) | lightly {res['lightly']['img_per_s']:7.1f} img/s "
-                  f"(peak {res['lightly']['peak_mb']:6.0f} MB) | ratio {ratio:.2f}x", flush=True)
+            base = res["lightly"]
+            for impl in IMPLS[:-1]:
+                r = res[impl]
+                print(f"batch {batch:4d} {mode:11s}: {impl:22s} {r['img_per_s']:6.1f} img/s (peak {r['peak_mb']:5.0f} MB)"
+                      f" | lightly {base['img_per_s']:6.1f} img/s (peak {base['peak_mb']:5.0f} MB)"
+                      f" | ratio {r['img_per_s'] / base['img_per_s']:.2f}x", flush=True)
     return 0
 
 

@@ -44,7 +44,7 @@ def get_defaults() -> CfgNode:
     C.MODEL.WIDTH = 64  # channels of the stem and layer1 (layers 2-4: x2, x4, x8); 64 = the standard ResNet
     C.MODEL.HEAD_HIDDEN = 0  # 0: same as the backbone's feature dim (dim -> dim -> OUT_DIM)
     C.MODEL.OUT_DIM = 128
-    C.MODEL.CHANNELS_LAST = True  # used on CUDA only
+    C.MODEL.CHANNELS_LAST = True  # NHWC model and inputs (CUDA and CPU)
 
     C.OBJECTIVE = CfgNode()
     C.OBJECTIVE.NAME = "moco"  # see pretrain.contrastive.objectives.OBJECTIVES

@@ -119,3 +119,17 @@ def test_auto_resume_of_a_finished_run_keeps_its_summary(tmp_path, tiny_opts):
     before = (run / "summary.json").read_text()
     assert pretrain_main(["-o", str(run), "--auto-resume", *opts]) == 0
     assert (run / "summary.json").read_text() == before
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_memory_format_follows_config_on_cpu(tmp_path, tiny_opts, channels_last):
+    from pretrain.config import load_config
+    from pretrain.engine import Trainer
+
+    cfg = load_config(None, opts_with(tiny_opts, **{"MODEL.CHANNELS_LAST": channels_last}))
+    t = Trainer(cfg, tmp_path / "run")
+    convs = [m.weight for m in t.objective.modules() if isinstance(m, torch.nn.Conv2d)]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert convs and all(w.is_contiguous(memory_format=fmt) for w in convs)
+    x = t._to_device(torch.rand(4, 3, 16, 16))
+    assert x.is_contiguous(memory_format=fmt) and (channels_last != x.is_contiguous())
