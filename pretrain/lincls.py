@@ -3,6 +3,7 @@
     ring-lincls runs/moco                      # the run's dataset, the paper's defaults
     ring-lincls runs/moco -o runs/moco/lincls LINCLS.EPOCHS 30
     ring-lincls runs/moco --random-init        # the same backbone, randomly initialised: the baseline
+    ring-lincls runs/moco --random-init SEED 7 # another random init
 
 Defaults (the paper's): SGD lr 0.01, momentum 0.9, weight decay 1e-5, batch 256, 100 epochs, lr x0.1 at
 60% and 80%.  Without augmentation (LINCLS.AUGMENT False, the default) the frozen features are computed
@@ -30,10 +31,14 @@ from .lr_schedules import build_lr_lambda
 from .seeding import seed_everything
 
 
-def load_backbone(checkpoint: str | Path, random_init: bool = False):
-    """(config, backbone) from a pretraining run directory or checkpoint file."""
+def load_backbone(checkpoint: str | Path, random_init: bool = False, opts: list[str] | None = None):
+    """(config, backbone) from a pretraining run directory or checkpoint file, with ``KEY VALUE`` overrides
+    applied first (so ``SEED`` picks the random init of the baseline)."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_yaml_str(state["config"])
+    cfg.defrost()
+    merge_overrides(cfg, opts or [])
+    cfg.freeze()
     torch.manual_seed(cfg.SEED)
     bb = build_eval_backbone(cfg)
     if not random_init:
@@ -74,10 +79,7 @@ def _augmented_probe(bb, cfg, train_set, test_set, num_classes, device, lr_lambd
 
 def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: list[str] | None = None,
                random_init: bool = False, progress: bool = True) -> dict:
-    cfg, bb = load_backbone(checkpoint, random_init)
-    cfg.defrost()
-    merge_overrides(cfg, opts or [])
-    cfg.freeze()
+    cfg, bb = load_backbone(checkpoint, random_init, opts)
     seed_everything(cfg.SEED)
     device = resolve_device(cfg.DEVICE)
     bb.to(device).eval()

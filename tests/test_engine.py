@@ -112,6 +112,19 @@ def test_lincls_writes_summaries_for_all_protocols(tmp_path, tiny_opts):
     assert aug["protocol"] == "augment"
 
 
+def test_random_init_baseline_follows_the_seed_override(tmp_path, tiny_opts):
+    from pretrain.lincls import load_backbone
+
+    run = tmp_path / "run"
+    assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"SOLVER.MAX_ITERS": 1, "KNN.ENABLED": False})]) == 0
+    w = lambda *a, **k: load_backbone(run, *a, **k)[1].state_dict()["conv1.weight"]  # noqa: E731
+    assert torch.equal(w(True), w(True)) and torch.equal(w(True, ["SEED", "3"]), w(True, ["SEED", "3"]))
+    assert not torch.equal(w(True, ["SEED", "3"]), w(True, ["SEED", "4"]))
+    ck = load_checkpoint(run)["model"]
+    pretrained = next(v for k, v in ck.items() if k.endswith("backbone.conv1.weight") and "encoder_q" in k)
+    assert torch.equal(w(False, ["SEED", "3"]), pretrained)
+
+
 def test_auto_resume_of_a_finished_run_keeps_its_summary(tmp_path, tiny_opts):
     run = tmp_path / "run"
     opts = opts_with(tiny_opts, **{"SOLVER.EPOCHS": 1, "KNN.ENABLED": False})
