@@ -22,7 +22,7 @@ def res5_head_stage(cfg) -> tuple[torch.nn.Sequential, int]:
     r = cfg.MODEL.RESNETS
     kind, blocks = DEPTHS[r.DEPTH]
     if kind == "bottleneck":
-        return Res5ROIHeads._build_res5_block.__func__(Res5ROIHeads, cfg)
+        return Res5ROIHeads._build_res5_block(cfg)
     out_channels = r.RES2_OUT_CHANNELS * 8
     stage = ResNet.make_stage(BasicBlock, blocks[3], stride_per_block=[2] + [1] * (blocks[3] - 1),
                               in_channels=out_channels // 2, out_channels=out_channels, norm=r.NORM)
