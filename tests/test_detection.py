@@ -181,7 +181,7 @@ def test_r18_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
-    """R50-C4 (res5 in the RoI head, MoCo's extra norm) end to end; ~6 s/iter on 2 cores."""
+    """R50-C4 (res5 in the RoI head, MoCo's extra norm) end to end; ~10 s/iter on 2 cores."""
     from transfer.detection.train_net import cli
 
     monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
