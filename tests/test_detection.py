@@ -202,3 +202,43 @@ def test_multi_gpu_without_gpus_is_one_sentence(capsys):
         pytest.skip("this machine has GPUs")
     assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_18_FPN.yaml", "--num-gpus", "2"]) == 2
     assert "needs 2 CUDA devices" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["instances", "keypoints"])
+def test_ground_truth_as_predictions_scores_ap_100(tmp_path, monkeypatch, kind):
+    """The evaluator and the summary's flattening, fed the answer: every AP must be 100."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import Boxes, BoxMode, Instances
+
+    from transfer.detection.train_net import Trainer, flatten_results, load_cfg, register_scenes
+
+    monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
+    name = f"scenes_{kind}_val"
+    config = "cpu/scenes_mask_rcnn_R_18_FPN.yaml" if kind == "instances" else "cpu/scenes_keypoint_rcnn_R_18_FPN.yaml"
+    cfg = load_cfg(config, ["OUTPUT_DIR", str(tmp_path / "out")])
+    register_scenes([name], tmp_path / f"scenes_{kind}")
+    evaluator = Trainer.build_evaluator(cfg, name, str(tmp_path / "eval"))
+    evaluator.reset()
+    for d in DatasetCatalog.get(name):
+        anns = d["annotations"]
+        inst = Instances((d["height"], d["width"]))
+        boxes = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
+        inst.pred_boxes, inst.scores = Boxes(boxes), torch.ones(len(anns))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in anns])
+        if kind == "instances":
+            h, w = d["height"], d["width"]
+            inst.pred_masks = torch.stack([torch.from_numpy(_poly_mask(a["segmentation"], h, w)) for a in anns])
+        else:
+            inst.pred_keypoints = torch.tensor([a["keypoints"] for a in anns], dtype=torch.float).view(len(anns), -1, 3)
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    metrics = flatten_results(evaluator.evaluate())
+    tasks = ["bbox", "segm"] if kind == "instances" else ["bbox", "keypoints"]
+    assert sorted(metrics) == sorted(f"{t}/{m}" for t in tasks for m in ("AP", "AP50", "AP75"))
+    assert all(v == pytest.approx(100.0) for v in metrics.values()), metrics
+
+
+def _poly_mask(polygons, h, w):
+    from pycocotools import mask as mask_util
+
+    rles = mask_util.frPyObjects(polygons, h, w)
+    return mask_util.decode(mask_util.merge(rles)).astype(bool)
