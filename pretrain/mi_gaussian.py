@@ -19,14 +19,14 @@ the bias (mean - I) and the standard deviation of the estimator.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
 import pandas as pd
 import torch
 
-from .contrastive.samplers import RingSampler, UniformSampler
+from .common import cli_main, command_parser
+from .contrastive.samplers import Candidates, RingSampler, UniformSampler
 
 
 def true_mi(dim: int, rho: float) -> float:
@@ -46,13 +46,13 @@ def estimate(dim: int, rho: float, k: int, sampler, outer: float, pool: int, bat
     candidates = torch.randn(batch, pool, dim, generator=generator)
     f_pos = critic(x, y, rho)
     f_pool = critic(x.unsqueeze(1), candidates, rho)
-    idx = sampler(f_pool, outer, k - 1, generator)
+    idx = sampler.select(Candidates.from_scores(f_pool), outer, k - 1, generator)
     f_neg = f_pool.gather(1, idx)
     logits = torch.cat([f_pos.unsqueeze(1), f_neg], dim=1)
     return (f_pos - torch.logsumexp(logits, dim=1) + math.log(k)).mean().item()
 
 
-ESTIMATORS = {  # name: (sampler, outer fraction)
+SETTINGS = {  # name: (sampler, outer fraction)
     "NCE": (UniformSampler(), 1.0),
     "Ring o=0.1 i=0.1": (RingSampler(0.1), 0.1),
     "Ring o=0.5 i=0.1": (RingSampler(0.1), 0.5),
@@ -61,7 +61,7 @@ ESTIMATORS = {  # name: (sampler, outer fraction)
 
 
 def run(dim: int, rho: float, ks, trials: int, batch: int, pool: int, seed: int = 0,
-        estimators=ESTIMATORS) -> pd.DataFrame:
+        estimators=SETTINGS) -> pd.DataFrame:
     truth = true_mi(dim, rho)
     rows = []
     for k in ks:
@@ -74,9 +74,9 @@ def run(dim: int, rho: float, ks, trials: int, batch: int, pool: int, seed: int 
     return pd.DataFrame(rows)
 
 
+@cli_main("ring-mi-gaussian")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-mi-gaussian", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("ring-mi-gaussian", __doc__, output="also write the full table (CSV) to this file")
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--rho", type=float, default=0.5)
     p.add_argument("--ks", type=int, nargs="+", default=[16, 64, 256])
@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"d={args.dim}, rho={args.rho}: true I = {true_mi(args.dim, args.rho):.4f} nats; "
           f"{args.trials} estimates of {args.batch} anchors each, pool N={args.pool}")
     print(df[["k", "estimator", "mean", "bias", "std"]].to_markdown(index=False, floatfmt=".4f"))
+    if args.output:
+        from .io import atomic_write_text
+
+        atomic_write_text(args.output, df.to_csv(index=False))
     return 0
 
 

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import load_config
-from pretrain.contrastive import MemoryBank, Queue, build_sampler, build_schedule, contrastive_loss, ring_bounds, \
-    ring_indices
+from pretrain.common import UserError
+from pretrain.contrastive import SAMPLER_REGISTRY, Candidates, MemoryBank, Queue, build_estimator, build_schedule, \
+    contrastive_loss, ring_bounds, ring_indices
 
 
 def brute_force_ring(scores, o, iota):
@@ -47,25 +48,38 @@ def test_ring_bounds_degenerate_sizes():
     assert ring_bounds(10, 0.05, 0.1) == (0, 1)  # o*N < 1: the single most similar candidate
     assert ring_bounds(10, 1.0, 0.999) == (9, 10)  # inner clamped: the ring is never empty
     assert ring_bounds(1, 0.1, 0.5) == (0, 1)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(UserError, match="empty"):
         ring_bounds(0, 0.1, 0.1)
 
 
 def test_samplers_by_name():
-    ring_cfg = load_config(None, ["RING.INNER", "0.2"]).RING
+    cfg = load_config(None, ["RING.INNER", "0.2"])
     scores = torch.randn(4, 100)
-    assert build_sampler("nce", ring_cfg)(scores) is None  # all candidates
-    assert build_sampler("ring", ring_cfg)(scores, outer=0.5).shape == (4, 40)  # [10, 50)
-    ball = build_sampler("ball", ring_cfg)(scores, outer=0.5)
+    cands = Candidates.from_scores(scores)
+
+    def sampler(name):
+        return SAMPLER_REGISTRY.get(name)(cfg)
+    assert sampler("uniform").select(cands) is None  # all candidates
+    assert sampler("ring").select(cands, outer=0.5).shape == (4, 40)  # [10, 50)
+    ball = sampler("ball").select(cands, outer=0.5)
     assert torch.equal(ball.sort(1).values, scores.topk(50, dim=1).indices.sort(1).values)
-    draws = build_sampler("ring", ring_cfg)(scores, outer=0.5, num_draws=300, generator=torch.Generator())
+    draws = sampler("ring").select(cands, outer=0.5, num_draws=300, generator=torch.Generator())
     ring = set(ring_indices(scores[:1], 0.5, 0.2)[0].tolist())
     assert draws.shape == (4, 300) and set(draws[0].tolist()) <= ring
     assert len(set(draws[0].tolist())) > 30  # with replacement, covering the ring
-    uni = build_sampler("nce", ring_cfg)(scores, num_draws=50, generator=torch.Generator())
+    uni = sampler("uniform").select(cands, num_draws=50, generator=torch.Generator())
     assert uni.shape == (4, 50) and uni.max() < 100
-    with pytest.raises(ValueError, match="choose one of"):
-        build_sampler("hard", ring_cfg)
+    with pytest.raises(UserError, match="choose one of: ball, ring, uniform"):
+        sampler("hard")
+
+
+def test_estimators_map_to_a_sampler_and_a_loss_form():
+    for name, sampler in [("nce", "UniformSampler"), ("ring", "RingSampler"), ("ball", "RingSampler")]:
+        est = build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", name, "RING.INNER", "0.2"]))
+        assert type(est.sampler).__name__ == sampler and est.name == name
+    assert build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", "ball"])).sampler.inner == 0.0
+    with pytest.raises(UserError, match="OBJECTIVE.ESTIMATOR 'hard' is unknown; choose one of: ball, nce, ring"):
+        build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", "hard"]))
 
 
 def _ring_cfg(**kv):
@@ -132,12 +146,12 @@ def test_memory_bank_update_formula():
 
 
 def test_queue_fifo_and_size_check():
-    q = Queue(dim=3, size=6)
+    q = Queue(dim=3, size=6, keys_per_step=3)
     a, b = torch.ones(3, 3), 2 * torch.ones(3, 3)
     q.enqueue(a)
     q.enqueue(b)
     assert torch.equal(q.keys[:3], a) and torch.equal(q.keys[3:], b) and int(q.ptr) == 0
     q.enqueue(3 * torch.ones(3, 3))
     assert torch.equal(q.keys[:3], 3 * torch.ones(3, 3))
-    with pytest.raises(ValueError, match="not a multiple"):
-        q.enqueue(torch.ones(4, 3))
+    with pytest.raises(UserError, match="MOCO.QUEUE_SIZE 6 is not a multiple of SOLVER.BATCH_SIZE 4"):
+        Queue(dim=3, size=6, keys_per_step=4)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from pretrain.mi_gaussian import ESTIMATORS, critic, run, true_mi
+from pretrain.mi_gaussian import SETTINGS, critic, run, true_mi
 
 
 def test_critic_is_the_log_density_ratio():
@@ -16,7 +16,7 @@ def test_critic_is_the_log_density_ratio():
 def test_every_estimator_is_a_lower_bound_and_ring_is_below_nce():
     df = run(dim=2, rho=0.5, ks=[16], trials=100, batch=32, pool=512, seed=3)
     truth = true_mi(2, 0.5)
-    assert set(df.estimator) == set(ESTIMATORS)
+    assert set(df.estimator) == set(SETTINGS)
     for _, row in df.iterrows():
         assert row["mean"] <= truth + 3 * row["se"], row.to_dict()  # a lower bound, within Monte-Carlo error
     means = dict(zip(df.estimator, df["mean"]))

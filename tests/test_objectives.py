@@ -9,7 +9,8 @@ from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.cli import main as pretrain_main
 from pretrain.config import load_config
 from pretrain.contrastive.objectives import build_objective
-from pretrain.contrastive.samplers import RingSampler, ring_indices_chunked
+from pretrain.contrastive.estimator import ESTIMATOR_REGISTRY, Estimator, infonce
+from pretrain.contrastive.samplers import SAMPLER_REGISTRY, Candidates, RingSampler, Sampler, uniform_draws
 from tests.conftest import opts_with
 
 OBJECTIVES = ["ir", "cmc", "moco", "simclr"]
@@ -48,19 +49,22 @@ def test_each_objective_trains_with_finite_decreasing_loss(name, est):
 
 
 def test_chunked_ring_equals_unchunked_draw_for_draw():
+    """One sampler, two kinds of pool: a bank scored in blocks of anchors gives the draws of the full matrix."""
     g = torch.Generator().manual_seed(0)
     z = F.normalize(torch.randn(37, 16, generator=g), dim=1)
     bank = F.normalize(torch.randn(5000, 16, generator=g), dim=1)
-    full = RingSampler(0.1)(z @ bank.t(), 0.1, 300, torch.Generator().manual_seed(5))
-    chunked = ring_indices_chunked(z, bank, 0.1, 0.1, score_block=3 * 5000, num_draws=300,
-                                   generator=torch.Generator().manual_seed(5))
+    ring = RingSampler(0.1)
+    full = ring.select(Candidates.from_scores(z @ bank.t()), 0.1, 300, torch.Generator().manual_seed(5))
+    blocks = Candidates.from_bank(z, bank, score_block=3 * 5000)
+    assert len(list(blocks.blocks())) == 13  # 37 anchors, 3 at a time
+    chunked = ring.select(blocks, 0.1, 300, torch.Generator().manual_seed(5))
     assert torch.equal(full, chunked)
-    all_ring = ring_indices_chunked(z, bank, 0.1, 0.1, score_block=5000)
-    assert all_ring.shape == (37, 450) and torch.equal(all_ring.sort(1).values,
-                                                        RingSampler(0.1)(z @ bank.t(), 0.1).sort(1).values)
+    all_ring = ring.select(Candidates.from_bank(z, bank, score_block=5000), 0.1)
+    assert all_ring.shape == (37, 450) and torch.equal(
+        all_ring.sort(1).values, ring.select(Candidates.from_scores(z @ bank.t()), 0.1).sort(1).values)
     # global-batch draws: rank 1 of 2 gets rows 37..73 of the same draw
-    both = RingSampler(0.1)(torch.cat([z, z]) @ bank.t(), 0.1, 50, torch.Generator().manual_seed(9))
-    second = ring_indices_chunked(z, bank, 0.1, 0.1, 5000, 50, torch.Generator().manual_seed(9), rows=(37, 74))
+    both = ring.select(Candidates.from_scores(torch.cat([z, z]) @ bank.t()), 0.1, 50, torch.Generator().manual_seed(9))
+    second = ring.select(Candidates.from_bank(z, bank, 5000), 0.1, 50, torch.Generator().manual_seed(9), rows=(37, 74))
     assert torch.equal(both[37:], second)
 
 
@@ -69,6 +73,7 @@ def test_ir_ring_negatives_come_from_the_ring():
     obj = build_objective(_cfg("ir", "ring", **{"RING.OUTER": 0.2, "RING.INNER": 0.25}), 200, 8).eval()
     z = obj.encoder(torch.randn(8, 3, 16, 16))
     idx = obj.draw_from_bank(z, obj.memory.bank, 500, 2 ** 20)
+    assert idx.shape == (8, 500)
     ranks = (z @ obj.memory.bank.t()).argsort(dim=1, descending=True).argsort(dim=1)  # rank of each entry
     r = ranks.gather(1, idx)
     assert r.min() >= 10 and r.max() < 40  # [floor(.25 * 40), floor(.2 * 200))
@@ -95,7 +100,8 @@ def test_simclr_pool_excludes_anchor_and_positive():
 def test_lab_conversion_matches_scikit_image():
     from skimage.color import rgb2lab
 
-    from pretrain.contrastive.objectives.cmc import LAB_MEAN, LAB_STD, normalized_rgb_to_lab
+    from pretrain.color import LAB_MEAN, LAB_STD
+    from pretrain.contrastive.objectives.cmc import normalized_rgb_to_lab
 
     rgb = np.random.default_rng(0).random((2, 8, 8, 3))
     x = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
@@ -119,3 +125,43 @@ def test_ring_pretrain_runs_every_cpu_config(tmp_path, tiny_opts, config, est):
                                    "BANK.NUM_NEGATIVES": 31, "RING.ANNEAL_EPOCHS": 1, "RING.SCHEDULE": "linear"})
     assert pretrain_main(["-c", config, "-o", str(tmp_path / "run"), *opts]) == 0
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+class TopThree(Sampler):
+    """A toy sampler: the three most similar candidates (all of them, or draws among them)."""
+
+    calls = []
+
+    def select(self, candidates, outer=1.0, num_draws=None, generator=None, rows=None):
+        top = torch.cat([scores.topk(3, dim=1).indices for _, scores in candidates.blocks()])
+        TopThree.calls.append((candidates.num_rows, candidates.size, num_draws))
+        if num_draws is None:
+            return top
+        return top.gather(1, uniform_draws(3, candidates.num_rows, num_draws, candidates.device, generator, rows))
+
+
+@pytest.fixture
+def toy_estimator():
+    if "top3" not in SAMPLER_REGISTRY:  # registered once for the whole session
+        SAMPLER_REGISTRY.register(lambda cfg: TopThree(), name="top3")
+        ESTIMATOR_REGISTRY.register(lambda cfg: Estimator("toy", SAMPLER_REGISTRY.get("top3")(cfg), infonce),
+                                    name="toy")
+    TopThree.calls.clear()
+    return "toy"
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_a_sampler_registered_once_trains_every_objective(name, toy_estimator):
+    torch.manual_seed(0)
+    obj = build_objective(_cfg(name, toy_estimator), dataset_size=64, global_batch=8)
+    before = {k: v.clone() for k, v in obj.backbone.state_dict().items()}
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.1)
+    loss, stats = obj(torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), torch.arange(8))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert math.isfinite(loss.item())
+    assert any(not torch.equal(before[k], v) for k, v in obj.backbone.state_dict().items())
+    pool = {"ir": (8, 64, 31), "cmc": (8, 64, 31), "moco": (8, 64, None), "simclr": (16, 14, None)}[name]
+    assert TopThree.calls[0] == pool  # banks: k - 1 draws over 64 entries; queue/batch: every selected one
+    assert stats["negatives"] == (31 if name in ("ir", "cmc") else 3)

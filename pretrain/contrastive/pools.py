@@ -8,12 +8,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common import UserError
+
 
 class Queue(nn.Module):
-    """MoCo's FIFO queue of K keys; K must be a multiple of the (global) batch of keys enqueued."""
+    """MoCo's FIFO queue of K keys; K must be a multiple of ``keys_per_step``, the global batch of keys
+    enqueued after each step (checked here, once)."""
 
-    def __init__(self, dim: int, size: int):
+    def __init__(self, dim: int, size: int, keys_per_step: int):
         super().__init__()
+        if size % keys_per_step:
+            raise UserError(f"MOCO.QUEUE_SIZE {size} is not a multiple of SOLVER.BATCH_SIZE {keys_per_step}; choose "
+                            f"a multiple (e.g. {keys_per_step * max(1, size // keys_per_step)}).")
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
@@ -23,8 +29,6 @@ class Queue(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         n, size = keys.shape[0], self.keys.shape[0]
-        if size % n:
-            raise ValueError(f"MOCO.QUEUE_SIZE {size} is not a multiple of the global batch {n}; make it one.")
         p = int(self.ptr)
         self.keys[p:p + n] = keys.to(self.keys.dtype)
         self.ptr.fill_((p + n) % size)
@@ -36,7 +40,8 @@ class MemoryBank(nn.Module):
     def __init__(self, size: int, dim: int, momentum: float):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"the memory-bank momentum must lie in [0, 1), got {momentum}")
+            raise UserError(f"BANK.MOMENTUM must lie in [0, 1), got {momentum}; 0 replaces entries (the paper's "
+                            "code), 0.5 is the original IR.")
         self.momentum = momentum
         self.register_buffer("bank", F.normalize(torch.randn(size, dim), dim=1))
 

@@ -1,9 +1,17 @@
-"""Negative samplers: filters over any pool of candidates, chosen by name.
+"""Negative samplers: filters over any pool of candidates, registered by name in ``SAMPLER_REGISTRY``.
 
-- ``uniform`` (plain NCE): every candidate, or ``num_draws`` drawn uniformly with replacement.
+A sampler sees one thing, a ``Candidates``: B anchors against N candidates, whose similarity scores
+come in blocks of anchor rows.  An in-memory pool (MoCo's queue, SimCLR's batch) is one block of
+scores computed by the objective; a memory bank (IR, CMC; up to 1.28M entries) is scored block by
+block of anchors, so memory stays bounded.  The sampler never knows which objective calls it, so one
+registered once serves IR, CMC, MoCo and SimCLR.
+
+- ``uniform`` (plain NCE): every candidate, or ``num_draws`` drawn uniformly with replacement; it never
+  reads a score.
 - ``ring`` (CNCE): per anchor, rank the N candidates by similarity (descending) and keep ranks
-  ``[inner, outer)`` with ``outer = floor(o * N)`` and ``inner = floor(iota * outer)``; IR then draws
-  ``num_draws`` uniformly with replacement from the ring, MoCo/SimCLR use every ring entry.
+  ``[inner, outer)`` with ``outer = floor(o * N)`` and ``inner = floor(iota * outer)``; with
+  ``num_draws`` (IR, CMC) that many are drawn uniformly with replacement from the ring, otherwise
+  (MoCo, SimCLR) every ring member is used.
 - ``ball``: the ring with ``iota = 0`` (all of the top-``o`` candidates).
 
 Selection is partial (top-k of the outer set, then top-k of the inner set inside it), never a full sort.
@@ -15,15 +23,26 @@ ring's edges are broken arbitrarily; the selected *scores* are always exactly th
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+
+from ..common import Registry, UserError
+
+SAMPLER_REGISTRY = Registry("SAMPLER", key="sampler", doc="""Negative samplers.
+
+A member is a builder ``fn(cfg) -> Sampler`` called with the whole resolved config.  The sampler's
+``select(candidates, outer, num_draws=None, generator=None, rows=None)`` returns a LongTensor (B, M) of
+candidate indices per anchor row, or None for "every candidate".  It runs under ``torch.no_grad`` and
+may read ``candidates.blocks()`` (scores, in blocks of rows) any number of times.  Random draws use
+``uniform_draws`` so that they are the same on every rank and after a resume.  Users choose samplers
+through an estimator (``ESTIMATOR_REGISTRY``), never directly.""")
 
 
 def ring_bounds(n: int, outer_frac: float, inner_frac: float) -> tuple[int, int]:
     """(inner, outer) ranks of the ring over n candidates, clamped so that 0 <= inner < outer <= n."""
     if n < 1:
-        raise ValueError("the pool of candidate negatives is empty")
+        raise UserError("the pool of candidate negatives is empty; check the queue, bank or batch size.")
     outer = min(n, max(1, math.floor(outer_frac * n + 1e-9)))
     inner = min(outer - 1, max(0, math.floor(inner_frac * outer + 1e-9)))
     return inner, outer
@@ -44,31 +63,62 @@ def ring_indices(scores: torch.Tensor, outer_frac: float, inner_frac: float) -> 
     return idx[keep].view(b, outer - inner)
 
 
-class Sampler:
-    """Base: ``__call__(scores, outer, num_draws, generator, rows)`` -> (B, M) candidate indices, or None for all.
+class Candidates:
+    """B anchors against N candidates; ``blocks()`` yields ``(first_row, scores (rows, N))``.
+
+    ``from_scores`` wraps a score matrix that already exists (one block); ``from_bank`` scores a bank
+    (N, D) against the anchors (B, D) ``max(1, score_block // N)`` rows at a time, so the largest score
+    block holds about ``score_block`` floats instead of B x N."""
+
+    def __init__(self, num_rows: int, size: int, device: torch.device,
+                 blocks: Callable[[], Iterator[tuple[int, torch.Tensor]]]):
+        self.num_rows, self.size, self.device, self._blocks = num_rows, size, device, blocks
+
+    @classmethod
+    def from_scores(cls, scores: torch.Tensor) -> "Candidates":
+        return cls(scores.shape[0], scores.shape[1], scores.device, lambda: iter([(0, scores)]))
+
+    @classmethod
+    def from_bank(cls, anchors: torch.Tensor, bank: torch.Tensor, score_block: int) -> "Candidates":
+        step = max(1, score_block // len(bank))
+
+        def blocks():
+            for r0 in range(0, len(anchors), step):
+                yield r0, anchors[r0:r0 + step] @ bank.t()
+        return cls(len(anchors), len(bank), anchors.device, blocks)
+
+    def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        return self._blocks()
+
+
+def uniform_draws(pool_size: int, num_rows: int, k: int, device, generator: torch.Generator | None,
+                  rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """(num_rows, k) indices uniform in [0, pool_size), with replacement.
 
     ``rows = (offset, total)``: under DDP the draws are made for all ``total`` rows of the global batch
     from a generator that is identical on every rank, and this rank takes rows [offset, offset + B):
     the generator's state stays the same everywhere, which is what exact resumption needs."""
+    offset, total = rows or (0, num_rows)
+    dev = generator.device if generator is not None else device
+    return torch.randint(pool_size, (total, k), device=dev, generator=generator)[offset:offset + num_rows].to(device)
+
+
+class Sampler:
+    """Base class; see ``SAMPLER_REGISTRY`` for the contract.  ``conditional``: the selection depends on
+    the scores and on the ring's outer fraction (the engine then logs that fraction)."""
 
     conditional = False
 
-    def __call__(self, scores: torch.Tensor, outer: float = 1.0, num_draws: int | None = None,
-                 generator: torch.Generator | None = None, rows: tuple[int, int] | None = None):
+    def select(self, candidates: Candidates, outer: float = 1.0, num_draws: int | None = None,
+               generator: torch.Generator | None = None, rows: tuple[int, int] | None = None):
         raise NotImplementedError
 
 
-def _draw(pool_size: int, b: int, k: int, device, generator, rows) -> torch.Tensor:
-    offset, total = rows or (0, b)
-    dev = generator.device if generator is not None else device
-    return torch.randint(pool_size, (total, k), device=dev, generator=generator)[offset:offset + b].to(device)
-
-
 class UniformSampler(Sampler):
-    def __call__(self, scores, outer=1.0, num_draws=None, generator=None, rows=None):
+    def select(self, candidates, outer=1.0, num_draws=None, generator=None, rows=None):
         if num_draws is None:
             return None
-        return _draw(scores.shape[1], scores.shape[0], num_draws, scores.device, generator, rows)
+        return uniform_draws(candidates.size, candidates.num_rows, num_draws, candidates.device, generator, rows)
 
 
 class RingSampler(Sampler):
@@ -76,45 +126,30 @@ class RingSampler(Sampler):
 
     def __init__(self, inner: float):
         if not 0.0 <= inner < 1.0:
-            raise ValueError(f"RING.INNER must lie in [0, 1), got {inner}")
+            raise UserError(f"RING.INNER must lie in [0, 1), got {inner}; set it to a fraction such as 0.1.")
         self.inner = inner
 
-    def __call__(self, scores, outer=1.0, num_draws=None, generator=None, rows=None):
-        idx = ring_indices(scores, outer, self.inner)
-        if num_draws is None:
-            return idx
-        return idx.gather(1, _draw(idx.shape[1], idx.shape[0], num_draws, scores.device, generator, rows))
+    def select(self, candidates, outer=1.0, num_draws=None, generator=None, rows=None):
+        inner_n, outer_n = ring_bounds(candidates.size, outer, self.inner)
+        picks = None if num_draws is None else uniform_draws(outer_n - inner_n, candidates.num_rows, num_draws,
+                                                             candidates.device, generator, rows)
+        out = []
+        for r0, scores in candidates.blocks():
+            idx = ring_indices(scores, outer, self.inner)
+            out.append(idx if picks is None else idx.gather(1, picks[r0:r0 + len(scores)]))
+        return out[0] if len(out) == 1 else torch.cat(out)
 
 
-def ring_indices_chunked(z: torch.Tensor, bank: torch.Tensor, outer_frac: float, inner_frac: float,
-                         score_block: int = 2 ** 25, num_draws: int | None = None,
-                         generator: torch.Generator | None = None, rows=None) -> torch.Tensor:
-    """The ring of each anchor z_i over a large bank (N, D), memory-bounded and exact.
-
-    Anchors are processed in blocks of ``max(1, score_block // N)`` rows: each block scores the whole
-    bank and takes its partial top-k, so peak extra memory is one block's scores (``score_block``
-    floats) instead of B x N, and no cross-chunk merging is needed (chunking the bank instead would
-    re-select the running top-k once per chunk).  With ``num_draws`` the result equals
-    ``RingSampler(inner)(z @ bank.T, outer, num_draws, generator, rows)`` draw for draw."""
-    b, n = len(z), len(bank)
-    inner, outer = ring_bounds(n, outer_frac, inner_frac)
-    pos = None if num_draws is None else _draw(outer - inner, b, num_draws, z.device, generator, rows)
-    step = max(1, score_block // n)
-    out = []
-    for r0 in range(0, b, step):
-        idx = ring_indices(z[r0:r0 + step] @ bank.t(), outer_frac, inner_frac)
-        out.append(idx if pos is None else idx.gather(1, pos[r0:r0 + step]))
-    return torch.cat(out)
+@SAMPLER_REGISTRY.register(name="uniform")
+def build_uniform(cfg) -> Sampler:
+    return UniformSampler()
 
 
-SAMPLERS: dict[str, Callable[[object], Sampler]] = {
-    "nce": lambda ring_cfg: UniformSampler(),
-    "ring": lambda ring_cfg: RingSampler(ring_cfg.INNER),
-    "ball": lambda ring_cfg: RingSampler(0.0),
-}
+@SAMPLER_REGISTRY.register(name="ring")
+def build_ring(cfg) -> Sampler:
+    return RingSampler(cfg.RING.INNER)
 
 
-def build_sampler(estimator: str, ring_cfg) -> Sampler:
-    if estimator not in SAMPLERS:
-        raise ValueError(f"OBJECTIVE.ESTIMATOR '{estimator}' is unknown; choose one of: {', '.join(SAMPLERS)}.")
-    return SAMPLERS[estimator](ring_cfg)
+@SAMPLER_REGISTRY.register(name="ball")
+def build_ball(cfg) -> Sampler:
+    return RingSampler(0.0)

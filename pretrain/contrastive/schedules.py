@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Callable
+
+from ..common import Registry, UserError
+
+SCHEDULE_REGISTRY = Registry("SCHEDULE", key="RING.SCHEDULE", doc="""Schedules of the ring's outer fraction.
+
+A member is a class built as ``cls(ring_cfg)`` (the config's RING node) whose instances are called as
+``schedule(iteration, epoch) -> o`` in [RING.OUTER, 1].  A schedule that reads the loss sets
+``needs_loss = True`` and receives ``observe(loss)`` after every step; ``state_dict``/``load_state_dict``
+carry its state through checkpoints.""")
 
 
 class Schedule:
@@ -17,7 +25,7 @@ class Schedule:
     def __init__(self, ring_cfg):
         self.final = float(ring_cfg.OUTER)
         if not 0.0 < self.final <= 1.0:
-            raise ValueError(f"RING.OUTER must lie in (0, 1], got {self.final}")
+            raise UserError(f"RING.OUTER must lie in (0, 1], got {self.final}; set a fraction such as 0.1.")
 
     def __call__(self, it: int, epoch: float) -> float:
         raise NotImplementedError
@@ -32,11 +40,13 @@ class Schedule:
         pass
 
 
+@SCHEDULE_REGISTRY.register(name="constant")
 class Constant(Schedule):
     def __call__(self, it, epoch):
         return self.final
 
 
+@SCHEDULE_REGISTRY.register(name="linear")
 class Linear(Schedule):
     """o = 1 - (1 - OUTER) * min(1, epoch / ANNEAL_EPOCHS)."""
 
@@ -50,6 +60,7 @@ class Linear(Schedule):
         return 1.0 - (1.0 - self.final) * min(1.0, epoch / self.anneal)
 
 
+@SCHEDULE_REGISTRY.register(name="step")
 class Step(Schedule):
     """o = max(OUTER, GAMMA ** floor(epoch / STEP_EPOCHS))."""
 
@@ -61,6 +72,7 @@ class Step(Schedule):
         return max(self.final, self.gamma ** math.floor(epoch / self.every))
 
 
+@SCHEDULE_REGISTRY.register(name="exponential")
 class Exponential(Schedule):
     """o = max(OUTER, EXP_DECAY ** iteration)."""
 
@@ -72,6 +84,7 @@ class Exponential(Schedule):
         return max(self.final, self.decay ** it)
 
 
+@SCHEDULE_REGISTRY.register(name="adaptive")
 class Adaptive(Schedule):
     """Starts at 1; after each step, o -= DELTA when the loss is below the mean of the last WINDOW losses
     (learning is progressing: harder negatives), else o += DELTA; clamped to [OUTER, 1]."""
@@ -101,12 +114,5 @@ class Adaptive(Schedule):
         self.history = deque(state["history"], maxlen=self.window)
 
 
-SCHEDULES: dict[str, Callable[[object], Schedule]] = {
-    "constant": Constant, "linear": Linear, "step": Step, "exponential": Exponential, "adaptive": Adaptive,
-}
-
-
 def build_schedule(ring_cfg) -> Schedule:
-    if ring_cfg.SCHEDULE not in SCHEDULES:
-        raise ValueError(f"RING.SCHEDULE '{ring_cfg.SCHEDULE}' is unknown; choose one of: {', '.join(SCHEDULES)}.")
-    return SCHEDULES[ring_cfg.SCHEDULE](ring_cfg)
+    return SCHEDULE_REGISTRY.get(ring_cfg.SCHEDULE)(ring_cfg)

@@ -1,39 +1,40 @@
-"""Objectives by name: which views, which encoders, which pool; negatives come from the sampler.
+"""Objectives by name (``OBJECTIVE_REGISTRY``): which views, which encoders, which pool.
 
-Every objective is an ``nn.Module`` with
-- ``forward(view1, view2, index) -> (loss, stats)`` for one training step,
-- ``backbone``: the trunk evaluated and exported after pretraining (``build_backbone(cfg)`` makes an
-  untrained one of the same architecture),
-- ``views``: how many augmented views of each image a step takes (1 or 2),
-- ``set_progress(it, epoch)`` / ``observe_loss(loss)``: what the ring's schedule needs,
-- ``extra_state()`` / ``load_extra_state()``: non-tensor state (the schedule, sampler RNG) for checkpoints.
+Every module in this package is imported here, so a new objective is one new file that registers itself.
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
 
 import torch.nn as nn
 
-OBJECTIVES: dict[str, Callable[..., nn.Module]] = {}
+from ...common import Registry
+
+OBJECTIVE_REGISTRY = Registry("OBJECTIVE", key="OBJECTIVE.NAME", doc="""Pretraining objectives (OBJECTIVE.NAME).
+
+A member is an ``nn.Module`` class (usually a ``base.ContrastiveObjective``) built as
+``cls(cfg, dataset_size=N, global_batch=B)``, with
+- ``forward(view1, view2, index) -> (loss, stats)`` for one training step (``stats``: numbers to log),
+- ``backbone``: the trunk evaluated and exported after pretraining, and the classmethod
+  ``build_backbone(cfg)`` that makes an untrained one of the same architecture,
+- ``views``: how many augmented views of each image a step takes (1 or 2),
+- ``set_progress(it, epoch)`` / ``observe_loss(loss)``: what the ring's schedule needs,
+- ``extra_state()`` / ``load_extra_state()``: non-tensor state (schedule, sampler RNG) for checkpoints.""")
+
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")
 
 
-def register_objective(name: str):
-    def deco(cls):
-        OBJECTIVES[name] = cls
-        return cls
-    return deco
-
-
-def objective_class(name: str):
-    from . import cmc, ir, moco, simclr  # noqa: F401  (they register themselves)
-
-    if name not in OBJECTIVES:
-        raise ValueError(f"OBJECTIVE.NAME '{name}' is unknown; choose one of: {', '.join(sorted(OBJECTIVES))}.")
-    return OBJECTIVES[name]
+def objective_class(name: str) -> type[nn.Module]:
+    return OBJECTIVE_REGISTRY.get(name)
 
 
 def build_objective(cfg, dataset_size: int, global_batch: int) -> nn.Module:
-    return objective_class(cfg.OBJECTIVE.NAME)(cfg, dataset_size=dataset_size, global_batch=global_batch)
+    obj = objective_class(cfg.OBJECTIVE.NAME)(cfg, dataset_size=dataset_size, global_batch=global_batch)
+    if not isinstance(obj, nn.Module) or not hasattr(obj, "backbone"):
+        raise TypeError(f"objective '{cfg.OBJECTIVE.NAME}' built a {type(obj).__name__} without a backbone")
+    return obj
 
 
 def build_eval_backbone(cfg) -> nn.Module:

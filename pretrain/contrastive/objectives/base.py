@@ -1,11 +1,19 @@
-"""What every objective shares: the temperature, the sampler and the ring's schedule."""
+"""What every objective shares: the temperature, the estimator (sampler + loss form) and the ring's schedule.
+
+Objectives hand their pool to the estimator in one of two ways, and the sampler behind it serves both:
+- ``negatives_from_scores``: an in-memory pool (queue, batch) whose score matrix the objective computed;
+- ``negatives_from_bank``: a memory bank scored block by block of anchors (``draw_from_bank``),
+  ``BANK.NUM_NEGATIVES`` negatives drawn per anchor.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from ... import distributed as D
-from ..samplers import _draw, build_sampler, ring_indices_chunked
+from ..estimator import Negatives, build_estimator
+from ..pools import MemoryBank
+from ..samplers import Candidates
 from ..schedules import build_schedule
 
 
@@ -21,11 +29,13 @@ class ContrastiveObjective(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.temperature = float(cfg.OBJECTIVE.TEMPERATURE)
-        self.estimator = cfg.OBJECTIVE.ESTIMATOR
-        self.sampler = build_sampler(cfg.OBJECTIVE.ESTIMATOR, cfg.RING)
+        self.estimator = build_estimator(cfg)
+        self.sampler = self.estimator.sampler
         self.schedule = build_schedule(cfg.RING)
         self.outer = self.schedule(0, 0.0)
         self.generator = torch.Generator().manual_seed(int(cfg.SEED) + 17)  # negative draws, shuffle-BN
+        # memory-bank objectives (IR, CMC): negatives per anchor, and the bound on scores held at once
+        self.num_negatives, self.score_block = int(cfg.BANK.NUM_NEGATIVES), int(cfg.BANK.SCORE_BLOCK)
 
     def set_progress(self, it: int, epoch: float) -> None:
         self.outer = self.schedule(it, epoch)
@@ -33,23 +43,40 @@ class ContrastiveObjective(nn.Module):
     def observe_loss(self, loss: float) -> None:
         self.schedule.observe(loss)
 
-    def select_negatives(self, scores: torch.Tensor) -> torch.Tensor:
-        """Similarities (B, N) to an in-memory pool -> those of the selected negatives (B, M), gradients kept."""
-        idx = self.sampler(scores.detach(), self.outer)
-        return scores if idx is None else scores.gather(1, idx)
+    def negatives_from_scores(self, anchors: torch.Tensor, pos: torch.Tensor, scores: torch.Tensor,
+                              pool: torch.Tensor, pool_rows: torch.Tensor | None = None) -> Negatives:
+        """Scores (B, N) of the anchors against an in-memory pool -> the selected negatives, gradients kept.
+
+        ``pool`` holds the candidates' embeddings; ``pool_rows`` (B, N), when given, maps each score column
+        to its row of ``pool`` (SimCLR's candidates leave out the anchor and its positive)."""
+        idx = self.sampler.select(Candidates.from_scores(scores.detach()), self.outer)
+        logits = scores if idx is None else scores.gather(1, idx)
+        if pool_rows is None:
+            return Negatives(anchors, pos, logits, pool, idx)
+        return Negatives(anchors, pos, logits, pool, pool_rows if idx is None else pool_rows.gather(1, idx))
 
     def draw_from_bank(self, z: torch.Tensor, bank: torch.Tensor, num_draws: int, score_block: int) -> torch.Tensor:
         """Indices (B, num_draws) of negatives drawn with replacement from a large bank (IR, CMC).
 
-        Uniform draws never score the bank.  The ring scores it block by block of anchors (no gradient),
-        so memory stays bounded for an ImageNet-sized bank (samplers.ring_indices_chunked)."""
+        A uniform sampler never scores the bank; the ring scores it block by block of anchors (no
+        gradient), so memory stays bounded for an ImageNet-sized bank."""
         b = len(z)
         rows = (D.get_rank() * b, D.get_world_size() * b)
         with torch.no_grad():
-            if not self.sampler.conditional:
-                return _draw(len(bank), b, num_draws, z.device, self.generator, rows)
-            return ring_indices_chunked(z.detach(), bank.to(z.dtype), self.outer, self.sampler.inner, score_block,
-                                        num_draws=num_draws, generator=self.generator, rows=rows)
+            cands = Candidates.from_bank(z.detach(), bank.to(z.dtype), score_block)
+            return self.sampler.select(cands, self.outer, num_draws, self.generator, rows)
+
+    def negatives_from_bank(self, anchors: torch.Tensor, bank: MemoryBank, index: torch.Tensor) -> Negatives:
+        """IR/CMC: the positive is the bank entry of the anchor's own image; ``BANK.NUM_NEGATIVES`` negatives
+        are drawn from the bank by the sampler.  Gradients flow into the anchors only."""
+        entries = bank.candidates()
+        pos = (anchors * bank.get(index).to(anchors.dtype)).sum(dim=1)
+        idx = self.draw_from_bank(anchors, entries, self.num_negatives, self.score_block)
+        logits = torch.bmm(entries[idx].to(anchors.dtype), anchors.unsqueeze(2)).squeeze(2)
+        return Negatives(anchors, pos, logits, entries, idx)
+
+    def loss(self, negatives: Negatives) -> torch.Tensor:
+        return self.estimator.loss(negatives, self.temperature)
 
     def step_stats(self, neg: torch.Tensor) -> dict:
         stats = {"negatives": neg.shape[1]}

@@ -6,22 +6,14 @@ updated with the batch's embeddings after the step (gathered from all ranks unde
 """
 from __future__ import annotations
 
-import torch
-
 from ... import distributed as D
 from ...backbones import build_encoder
-from ..estimator import contrastive_loss
 from ..pools import MemoryBank
-from . import register_objective
+from . import OBJECTIVE_REGISTRY
 from .base import ContrastiveObjective
 
 
-def bank_logits(z: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Similarities (B, k) of each anchor to the bank entries idx (B, k); gradients flow into z only."""
-    return torch.bmm(bank[idx].to(z.dtype), z.unsqueeze(2)).squeeze(2)
-
-
-@register_objective("ir")
+@OBJECTIVE_REGISTRY.register(name="ir")
 class InstanceDiscrimination(ContrastiveObjective):
     views = 1
 
@@ -29,7 +21,6 @@ class InstanceDiscrimination(ContrastiveObjective):
         super().__init__(cfg)
         self.encoder = build_encoder(cfg.MODEL)
         self.memory = MemoryBank(dataset_size, cfg.MODEL.OUT_DIM, cfg.BANK.MOMENTUM)
-        self.num_negatives, self.score_block = int(cfg.BANK.NUM_NEGATIVES), int(cfg.BANK.SCORE_BLOCK)
 
     @property
     def backbone(self):
@@ -37,9 +28,7 @@ class InstanceDiscrimination(ContrastiveObjective):
 
     def forward(self, view, _unused=None, index=None):
         z = self.encoder(view)
-        bank = self.memory.candidates()
-        pos = (z * self.memory.get(index).to(z.dtype)).sum(dim=1)
-        neg = bank_logits(z, bank, self.draw_from_bank(z, bank, self.num_negatives, self.score_block))
-        loss = contrastive_loss(pos, neg, self.temperature)
+        neg = self.negatives_from_bank(z, self.memory, index)
+        loss = self.loss(neg)
         self.memory.update(D.all_gather_cat(index), D.all_gather_cat(z.detach().float()))
-        return loss, self.step_stats(neg)
+        return loss, self.step_stats(neg.logits)

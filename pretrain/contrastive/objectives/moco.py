@@ -14,24 +14,20 @@ import torch
 
 from ... import distributed as D
 from ...backbones import build_encoder
-from ..estimator import contrastive_loss
 from ..pools import Queue
-from . import register_objective
+from . import OBJECTIVE_REGISTRY
 from .base import ContrastiveObjective
 
 
-@register_objective("moco")
+@OBJECTIVE_REGISTRY.register(name="moco")
 class MoCo(ContrastiveObjective):
     def __init__(self, cfg, dataset_size: int, global_batch: int):
         super().__init__(cfg)
-        if cfg.MOCO.QUEUE_SIZE % global_batch:
-            raise ValueError(f"MOCO.QUEUE_SIZE {cfg.MOCO.QUEUE_SIZE} is not a multiple of SOLVER.BATCH_SIZE "
-                             f"{global_batch}; choose a multiple (e.g. {global_batch * max(1, cfg.MOCO.QUEUE_SIZE // global_batch)}).")
         self.encoder_q = build_encoder(cfg.MODEL)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
-        self.queue = Queue(cfg.MODEL.OUT_DIM, cfg.MOCO.QUEUE_SIZE)
+        self.queue = Queue(cfg.MODEL.OUT_DIM, cfg.MOCO.QUEUE_SIZE, keys_per_step=global_batch)
         self.momentum = float(cfg.MOCO.MOMENTUM)
         self.shuffle_bn = bool(cfg.MOCO.SHUFFLE_BN)
         # each sub-batch needs >= 2 images for BatchNorm statistics: cap the splits at batch / 2
@@ -78,8 +74,8 @@ class MoCo(ContrastiveObjective):
             k = self._keys(im_k)
         pos = (q * k).sum(dim=1)
         # a snapshot: the queue is updated in place below, before backward
-        scores = q @ self.queue.candidates().detach().clone().t().to(q.dtype)
-        neg = self.select_negatives(scores)
-        loss = contrastive_loss(pos, neg, self.temperature)
+        keys = self.queue.candidates().detach().clone()
+        neg = self.negatives_from_scores(q, pos, q @ keys.t().to(q.dtype), keys)
+        loss = self.loss(neg)
         self.queue.enqueue(D.all_gather_cat(k.float()))
-        return loss, self.step_stats(neg)
+        return loss, self.step_stats(neg.logits)

@@ -11,8 +11,7 @@ import torch
 
 from ... import distributed as D
 from ...backbones import build_encoder
-from ..estimator import contrastive_loss
-from . import register_objective
+from . import OBJECTIVE_REGISTRY
 from .base import ContrastiveObjective
 
 
@@ -25,7 +24,7 @@ def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([everything[:r * n], z, everything[(r + 1) * n:]])
 
 
-@register_objective("simclr")
+@OBJECTIVE_REGISTRY.register(name="simclr")
 class SimCLR(ContrastiveObjective):
     def __init__(self, cfg, dataset_size: int, global_batch: int):
         super().__init__(cfg)
@@ -47,6 +46,8 @@ class SimCLR(ContrastiveObjective):
         keep = torch.ones_like(scores, dtype=torch.bool)
         keep[rows, own] = False
         keep[rows, partner] = False
-        candidates = scores[keep].view(2 * b, pool.shape[0] - 2)
-        neg = self.select_negatives(candidates)
-        return contrastive_loss(pos, neg, self.temperature), self.step_stats(neg)
+        n = pool.shape[0] - 2
+        candidates = scores[keep].view(2 * b, n)
+        pool_rows = torch.arange(pool.shape[0], device=z.device).expand(2 * b, -1)[keep].view(2 * b, n)
+        neg = self.negatives_from_scores(z, pos, candidates, pool, pool_rows)
+        return self.loss(neg), self.step_stats(neg.logits)
