@@ -1,4 +1,6 @@
-"""The pretraining engine: data, objective, optimizer, AMP, DDP, checkpoints, logs, kNN monitor.
+"""The pretraining engine: data, objective, optimizer, AMP, DDP and checkpoints, with the loop's other
+concerns (logging, kNN monitor, periodic checkpoints, the adaptive schedule's loss feed) as hooks
+(``hooks.py``).
 
 One ``Trainer`` serves every objective.  A run directory receives ``config.yaml``, ``metrics.jsonl``,
 ``summary.json``, ``tb/`` (TensorBoard), ``checkpoint_last.pth`` (every CHECKPOINT.PERIOD_ITERS
@@ -7,41 +9,30 @@ iterations and every epoch) and ``checkpoint_eNNNN.pth`` per epoch.
 from __future__ import annotations
 
 import contextlib
-import time
+import json
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import distributed as D
 from .augment import TransformedDataset, TwoViewDataset, build_train_transform, eval_transform
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import CfgNode
+from .common import resolve_device
+from .config import CfgNode, get_key
 from .contrastive.objectives import build_objective, objective_class
-from .data import build_dataset
+from .data import build_dataset, labelled_split
 from .evaluate import extract_features, knn_predict, topk_accuracy
+from .hooks import Hook, KNNMonitor, LossFeed, MetricsWriter, PeriodicCheckpointer
 from .io import MetricsLog, atomic_write_text, write_summary
 from .lr_schedules import build_lr_lambda
 from .sampler import ResumableBatchSampler
 from .seeding import rng_state, seed_everything, set_rng_state
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE is '{name}' but no CUDA device is available; set DEVICE cpu or auto.")
-    return torch.device(name)
-
-
 def memory_format(cfg: CfgNode) -> torch.memory_format:
     """Channels-last (NHWC) when ``MODEL.CHANNELS_LAST``: faster convolutions on CUDA and on CPU (oneDNN)."""
     return torch.channels_last if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
-
-
-def dataset_label(cfg: CfgNode) -> str:
-    return cfg.DATA.NAME
 
 
 class Trainer:
@@ -83,19 +74,27 @@ class Trainer:
             self.optimizer, build_lr_lambda(s.SCHEDULE, s.STEPS, s.GAMMA, self.iters_per_epoch * s.EPOCHS,
                                             int(s.WARMUP_EPOCHS * self.iters_per_epoch)))
         self.amp = dev.type == "cuda" and s.AMP
-        self.epoch, self.batch_in_epoch, self.iter = 0, 0, 0
+        self.epoch, self.batch_in_epoch, self.iter, self.batch_images = 0, 0, 0, 0
         self.last_knn: float | None = None
         if resume:
             self._resume()
 
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
-        self.tb = None
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", cfg.dump())
-            if cfg.LOG.TENSORBOARD:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.iter)
+        self._loss, self._loss_float = None, None
+        self.hooks = self.build_hooks()
+
+    def build_hooks(self) -> list[Hook]:
+        """The loop's concerns, in the order they run (override to add one)."""
+        cfg = self.cfg
+        self.writer = MetricsWriter(cfg, self.main)
+        hooks: list[Hook] = [LossFeed()] if self.objective.schedule.needs_loss else []
+        hooks.append(self.writer)
+        if cfg.KNN.ENABLED:
+            hooks.append(KNNMonitor(cfg, self.writer))
+        return hooks + [PeriodicCheckpointer(cfg)]
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -110,14 +109,14 @@ class Trainer:
 
     def save(self, epoch_copy: int | None = None) -> None:
         if self.main:
-            save_checkpoint(self.run_dir, self._state(), epoch_copy if self.cfg.CHECKPOINT.KEEP_EPOCHS else None)
+            save_checkpoint(self.run_dir, self._state(), epoch_copy)
         D.barrier()
 
     def _resume(self) -> None:
         state = load_checkpoint(self.run_dir, map_location=self.device)
         saved = state["config"]
         for key in ("OBJECTIVE.NAME", "OBJECTIVE.ESTIMATOR", "MODEL.BACKBONE", "DATA.NAME"):
-            a, b = _get(self.cfg, key), _get(CfgNode.load_cfg(saved), key)
+            a, b = get_key(self.cfg, key), get_key(CfgNode.load_cfg(saved), key)
             if a != b:
                 raise CheckpointError(f"{self.run_dir}: the checkpoint was trained with {key}={b} but the config "
                                       f"says {a}; resume with the run's own config.yaml or start a new run directory.")
@@ -147,84 +146,75 @@ class Trainer:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=memory_format(self.cfg))
 
+    def loss_value(self) -> float:
+        """This step's loss as a float: read from the device once per step, and only when asked."""
+        if self._loss_float is None:
+            self._loss_float = float(self._loss.detach())
+        return self._loss_float
+
+    def loss_was_read(self) -> bool:
+        return self._loss_float is not None
+
+    def progress_epochs(self) -> float:
+        return self.epoch + self.batch_in_epoch / self.iters_per_epoch
+
+    def epoch_complete(self) -> bool:
+        return self.batch_in_epoch == self.iters_per_epoch
+
+    def step(self, v1, v2, index) -> dict:
+        """One optimizer step on one batch; returns the objective's stats."""
+        self.objective.set_progress(self.iter, self.progress_epochs())
+        v1, v2, index = self._to_device(v1), self._to_device(v2), index.to(self.device)
+        with self.amp_context():
+            loss, stats = self.model(v1, v2, index)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self._loss, self._loss_float = loss, None
+        self.iter, self.batch_in_epoch = self.iter + 1, self.batch_in_epoch + 1
+        self.batch_images = len(v1) * self.world
+        return stats
+
+    def amp_context(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
     def train(self) -> dict:
-        cfg = self.cfg
         done = self.run_dir / "summary.json"
         if self.iter >= self.total_iters and done.exists():  # a finished run, resumed: report, rewrite nothing
-            import json
-
             return json.loads(done.read_text())
-        needs_loss = self.objective.schedule.needs_loss
-        amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.amp else contextlib.nullcontext
-        bar = tqdm(total=self.total_iters, initial=self.iter, desc=f"pretrain {cfg.OBJECTIVE.NAME}-"
-                   f"{cfg.OBJECTIVE.ESTIMATOR}", disable=not (self.main and cfg.LOG.PROGRESS), dynamic_ncols=True)
         self.model.train()
-        imgs_seen, t_start, loss_sum, loss_n, last_loss = 0, time.perf_counter(), 0.0, 0, float("nan")
-        t_window, n_window = time.perf_counter(), 0
-        while self.iter < self.total_iters and self.epoch < cfg.SOLVER.EPOCHS:
+        for h in self.hooks:
+            h.before_train(self)
+        while self.iter < self.total_iters and self.epoch < self.cfg.SOLVER.EPOCHS:
             for v1, v2, index, _ in self._loader():
-                self.objective.set_progress(self.iter, self.epoch + self.batch_in_epoch / self.iters_per_epoch)
-                v1, v2, index = self._to_device(v1), self._to_device(v2), index.to(self.device)
-                with amp_ctx():
-                    loss, stats = self.model(v1, v2, index)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.lr_scheduler.step()
-                self.iter += 1
-                self.batch_in_epoch += 1
-                n_window += len(v1) * self.world
-                imgs_seen += len(v1) * self.world
-                log_now = self.iter % cfg.LOG.PERIOD == 0 or self.iter == self.total_iters
-                if needs_loss or log_now:
-                    last_loss = float(loss.detach())
-                    if needs_loss:
-                        self.objective.observe_loss(D.all_reduce_mean(last_loss))
-                    loss_sum, loss_n = loss_sum + last_loss, loss_n + 1
-                if log_now:
-                    now = time.perf_counter()
-                    ips = n_window / max(now - t_window, 1e-9)
-                    t_window, n_window = now, 0
-                    rec = dict(iter=self.iter, epoch=self.epoch + self.batch_in_epoch / self.iters_per_epoch,
-                               loss=last_loss, lr=self.optimizer.param_groups[0]["lr"], img_per_s=ips, **stats)
-                    self.log.write(**rec)
-                    if self.tb:
-                        for k, v in rec.items():
-                            if k != "iter":
-                                self.tb.add_scalar(f"train/{k}", v, self.iter)
-                    bar.set_postfix(loss=f"{last_loss:.3f}", img_s=f"{ips:.1f}",
-                                    **({"o": f"{stats['outer']:.3f}"} if "outer" in stats else {}))
-                bar.update(1)
-                epoch_done = self.batch_in_epoch == self.iters_per_epoch
-                if not epoch_done and self.iter % cfg.CHECKPOINT.PERIOD_ITERS == 0:
-                    self.save()
-                if self.iter >= self.total_iters or epoch_done:
+                stats = self.step(v1, v2, index)
+                for h in self.hooks:
+                    h.after_step(self, stats)
+                if self.iter >= self.total_iters or self.epoch_complete():
                     break
-            if self.batch_in_epoch == self.iters_per_epoch:  # a full epoch ended
+            if self.epoch_complete():
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if cfg.KNN.ENABLED and (self.epoch % cfg.KNN.PERIOD_EPOCHS == 0 or self.epoch == cfg.SOLVER.EPOCHS):
-                    self.last_knn = self.knn_monitor()
-                    self.log.write(iter=self.iter, epoch=self.epoch, knn_top1=self.last_knn)
-                    if self.tb:
-                        self.tb.add_scalar("eval/knn_top1", self.last_knn, self.iter)
-                    if self.main:
-                        tqdm.write(f"[ring-pretrain] epoch {self.epoch}: kNN top-1 {self.last_knn:.2f}%")
-                self.save(epoch_copy=self.epoch)
+                for h in self.hooks:
+                    h.after_epoch(self)
             else:
-                self.save()  # stopped by SOLVER.MAX_ITERS mid-epoch
-        bar.close()
-        elapsed = time.perf_counter() - t_start
-        metrics = {"loss": loss_sum / max(1, loss_n), "iters": self.iter, "epochs": self.epoch,
-                   "img_per_s": imgs_seen / max(elapsed, 1e-9), "seconds": elapsed}
+                break  # stopped by SOLVER.MAX_ITERS mid-epoch
+        for h in self.hooks:
+            h.after_train(self)
+        return self.write_summary()
+
+    def write_summary(self) -> dict:
+        cfg = self.cfg
+        m = self.writer.summary_metrics()
+        metrics = {"loss": m["loss"], "iters": self.iter, "epochs": self.epoch, "img_per_s": m["img_per_s"],
+                   "seconds": m["seconds"]}
         if self.last_knn is not None:
             metrics["knn_top1"] = self.last_knn
         summary = None
         if self.main:
             summary = write_summary(self.run_dir, stage="pretrain", method=cfg.OBJECTIVE.NAME,
                                     estimator=cfg.OBJECTIVE.ESTIMATOR, backbone=cfg.MODEL.BACKBONE,
-                                    dataset=dataset_label(cfg), seed=cfg.SEED, metrics=metrics)
-            if self.tb:
-                self.tb.close()
+                                    dataset=cfg.DATA.NAME, seed=cfg.SEED, metrics=metrics)
         D.barrier()
         return summary or {"metrics": metrics}
 
@@ -235,7 +225,7 @@ class Trainer:
         if self.main:
             cfg = self.cfg
             tf = eval_transform(cfg.DATA.IMAGE_SIZE)
-            train = TransformedDataset(build_dataset(cfg.DATA, _labelled_split(cfg), cfg.KNN.MAX_TRAIN), tf)
+            train = TransformedDataset(build_dataset(cfg.DATA, labelled_split(cfg), cfg.KNN.MAX_TRAIN), tf)
             test = TransformedDataset(build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, cfg.KNN.MAX_TEST), tf)
             bb = self.objective.backbone
             ftr, ytr = extract_features(bb, train, self.device, num_workers=cfg.DATA.NUM_WORKERS)
@@ -247,22 +237,9 @@ class Trainer:
         return acc
 
 
-def _labelled_split(cfg: CfgNode) -> str:
-    """The labelled part of the training split (STL-10's unlabeled images have no class)."""
-    parts = [p for p in cfg.DATA.TRAIN_SPLIT.split("+") if p != "unlabeled"]
-    return "+".join(parts) or "train"
-
-
 def _backbone_prefix(objective: torch.nn.Module) -> str:
     target = objective.backbone
     for name, mod in objective.named_modules():
         if mod is target:
             return name + "."
     raise RuntimeError("the objective's backbone is not one of its submodules")
-
-
-def _get(cfg: CfgNode, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node

@@ -1,0 +1,128 @@
+"""The pretraining loop's concerns, one small class each (as Detectron2's trainer hooks).
+
+A hook sees the ``Trainer`` and is called at four points: ``before_train``, ``after_step`` (after the
+optimizer step; ``trainer.iter`` already counts it), ``after_epoch`` (a full epoch ended; ``trainer.epoch``
+already counts it) and ``after_train`` (the loop ended: finished, or stopped by SOLVER.MAX_ITERS).
+Hooks run in the order the trainer lists them; at an epoch end the kNN monitor runs before the
+checkpointer, so the checkpoint records its result.
+"""
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from . import distributed as D
+
+
+class Hook:
+    def before_train(self, trainer) -> None:
+        pass
+
+    def after_step(self, trainer, stats: dict) -> None:
+        pass
+
+    def after_epoch(self, trainer) -> None:
+        pass
+
+    def after_train(self, trainer) -> None:
+        pass
+
+
+class LossFeed(Hook):
+    """Feeds the (rank-averaged) loss to a schedule that adapts to it, every step: a host sync, so only
+    when the schedule asks for it."""
+
+    def after_step(self, trainer, stats):
+        trainer.objective.observe_loss(D.all_reduce_mean(trainer.loss_value()))
+
+
+class MetricsWriter(Hook):
+    """Every LOG.PERIOD iterations (and at the last): one line of metrics.jsonl, TensorBoard scalars and
+    the progress bar; keeps the mean of the losses it read for the summary."""
+
+    def __init__(self, cfg, main: bool):
+        self.period, self.main, self.cfg = cfg.LOG.PERIOD, main, cfg
+        self.tb, self.bar = None, None
+        self.loss_sum, self.loss_n, self.images = 0.0, 0, 0
+
+    def before_train(self, trainer):
+        cfg = self.cfg
+        if self.main and cfg.LOG.TENSORBOARD:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(trainer.run_dir / "tb"), purge_step=trainer.iter)
+        self.bar = tqdm(total=trainer.total_iters, initial=trainer.iter, dynamic_ncols=True,
+                        desc=f"pretrain {cfg.OBJECTIVE.NAME}-{cfg.OBJECTIVE.ESTIMATOR}",
+                        disable=not (self.main and cfg.LOG.PROGRESS))
+        self.t_start = self.t_window = time.perf_counter()
+        self.n_window = 0
+
+    def after_step(self, trainer, stats):
+        n = trainer.batch_images
+        self.n_window, self.images = self.n_window + n, self.images + n
+        log_now = trainer.iter % self.period == 0 or trainer.iter == trainer.total_iters
+        if log_now or trainer.loss_was_read():  # the summary's mean loss: every loss read, none extra
+            self.loss_sum, self.loss_n = self.loss_sum + trainer.loss_value(), self.loss_n + 1
+        if log_now:
+            now = time.perf_counter()
+            ips = self.n_window / max(now - self.t_window, 1e-9)
+            self.t_window, self.n_window = now, 0
+            rec = dict(iter=trainer.iter, epoch=trainer.progress_epochs(), loss=trainer.loss_value(),
+                       lr=trainer.optimizer.param_groups[0]["lr"], img_per_s=ips, **stats)
+            trainer.log.write(**rec)
+            self.scalars("train", rec, trainer.iter)
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{ips:.1f}",
+                                 **({"o": f"{stats['outer']:.3f}"} if "outer" in stats else {}))
+        self.bar.update(1)
+
+    def scalars(self, group: str, rec: dict, it: int) -> None:
+        if self.tb:
+            for k, v in rec.items():
+                if k != "iter":
+                    self.tb.add_scalar(f"{group}/{k}", v, it)
+
+    def after_train(self, trainer):
+        self.bar.close()
+        if self.tb:
+            self.tb.close()
+
+    def summary_metrics(self) -> dict:
+        elapsed = time.perf_counter() - self.t_start
+        return {"loss": self.loss_sum / max(1, self.loss_n), "img_per_s": self.images / max(elapsed, 1e-9),
+                "seconds": elapsed}
+
+
+class KNNMonitor(Hook):
+    """Weighted kNN top-1 of the test split every KNN.PERIOD_EPOCHS epochs and after the last one."""
+
+    def __init__(self, cfg, writer: MetricsWriter):
+        self.every, self.epochs, self.writer = cfg.KNN.PERIOD_EPOCHS, cfg.SOLVER.EPOCHS, writer
+
+    def after_epoch(self, trainer):
+        if trainer.epoch % self.every and trainer.epoch != self.epochs:
+            return
+        trainer.last_knn = trainer.knn_monitor()
+        trainer.log.write(iter=trainer.iter, epoch=trainer.epoch, knn_top1=trainer.last_knn)
+        self.writer.scalars("eval", {"knn_top1": trainer.last_knn}, trainer.iter)
+        if trainer.main:
+            tqdm.write(f"[ring-pretrain] epoch {trainer.epoch}: kNN top-1 {trainer.last_knn:.2f}%")
+
+
+class PeriodicCheckpointer(Hook):
+    """checkpoint_last.pth every CHECKPOINT.PERIOD_ITERS iterations within an epoch, at every epoch end
+    (with an epoch copy when CHECKPOINT.KEEP_EPOCHS), and where SOLVER.MAX_ITERS stops mid-epoch."""
+
+    def __init__(self, cfg):
+        self.period, self.keep_epochs = cfg.CHECKPOINT.PERIOD_ITERS, cfg.CHECKPOINT.KEEP_EPOCHS
+
+    def after_step(self, trainer, stats):
+        if not trainer.epoch_complete() and trainer.iter % self.period == 0:
+            trainer.save()
+
+    def after_epoch(self, trainer):
+        trainer.save(epoch_copy=trainer.epoch if self.keep_epochs else None)
+
+    def after_train(self, trainer):
+        if trainer.batch_in_epoch:  # stopped by SOLVER.MAX_ITERS mid-epoch
+            trainer.save()
