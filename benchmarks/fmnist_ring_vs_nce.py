@@ -28,13 +28,13 @@ OBJECTIVE_OPTS = {"moco": [], "ir": ["OBJECTIVE.NAME", "ir", "DATA.AUGMENT", "ir
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--out", default="runs/fmnist_ring_vs_nce")
+    p.add_argument("-o", "--output", default="runs/fmnist_ring_vs_nce")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=None, help="override SOLVER.EPOCHS")
     p.add_argument("--subset", type=int, default=None, help="override DATA.SUBSET")
     p.add_argument("--objectives", nargs="+", default=["moco", "ir"])
     args = p.parse_args()
-    out = Path(args.out)
+    out = Path(args.output)
     rows = []
     for obj in args.objectives:
         for est in ("nce", "ring"):

@@ -4,7 +4,7 @@ Same source, backbone, episodes and classifier on both sides, measured in one ru
 - cached: every image of the source encoded once (time reported separately), episodes run on features;
 - per-episode encoding: each episode decodes and encodes its own support and query images.
 
-    python benchmarks/meta_dataset_episodes.py --records data/md --source synthetic --checkpoint runs/demo
+    python benchmarks/meta_dataset_episodes.py --records data/md --source synthetic runs/demo
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meta_dataset.classifiers import CLASSIFIERS  # noqa: E402
+from meta_dataset.classifiers import CLASSIFIER_REGISTRY  # noqa: E402
 from meta_dataset.cli import load_model, run_episodes  # noqa: E402
 from meta_dataset.episodes import EpisodeSampler  # noqa: E402
 from meta_dataset.features import source_features  # noqa: E402
@@ -30,7 +30,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", required=True)
     p.add_argument("--source", default="synthetic")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("checkpoint", nargs="?", default=None, help="a ring-pretrain run (default: --backbone, untrained)")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--episodes", type=int, default=600, help="episodes on cached features")
     p.add_argument("--encode-episodes", type=int, default=10, help="episodes with per-episode encoding")
@@ -47,7 +47,7 @@ def main() -> int:
     run_episodes(feats, sampler, args.episodes, "ncc-cosine")
     cached_eps = args.episodes / (time.perf_counter() - t0)
 
-    tf, predict = eval_transform(size), CLASSIFIERS["ncc-cosine"]
+    tf, predict = eval_transform(size), CLASSIFIER_REGISTRY.get("ncc-cosine")
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(args.encode_episodes):

@@ -8,6 +8,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pretrain.common import Registry
+
+CLASSIFIER_REGISTRY = Registry("CLASSIFIER", key="--classifier", doc="""Few-shot classifiers.
+
+A member is a function ``predict(support (S, D), support_labels (S,), query (Q, D), ways) -> (Q,)``
+predicted labels in [0, ways), fitted on the support set of one episode only.""")
+
 
 def nearest_centroid(metric: str) -> Callable:
     def predict(support, s_lab, query, ways):
@@ -35,11 +42,9 @@ def logistic_regression(support, s_lab, query, ways, steps: int = 100, weight_de
         return (xq @ w * 10 + b).argmax(1)
 
 
-CLASSIFIERS: dict[str, Callable] = {
-    "ncc-cosine": nearest_centroid("cosine"),
-    "ncc-euclidean": nearest_centroid("euclidean"),
-    "logreg": logistic_regression,
-}
+CLASSIFIER_REGISTRY.register(nearest_centroid("cosine"), name="ncc-cosine")
+CLASSIFIER_REGISTRY.register(nearest_centroid("euclidean"), name="ncc-euclidean")
+CLASSIFIER_REGISTRY.register(logistic_regression, name="logreg")
 
 
 def mean_ci95(values) -> tuple[float, float]:

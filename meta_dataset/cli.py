@@ -1,8 +1,9 @@
 """ring-meta-dataset: few-shot evaluation of a frozen backbone on Meta-Dataset sources.
 
-    ring-meta-dataset --checkpoint runs/moco --records data/meta_dataset --sources fashion_mnist animal_mnist
-    ring-meta-dataset --checkpoint runs/moco --records /data/md --sources ilsvrc_2012 omniglot aircraft \\
+    ring-meta-dataset runs/moco --records data/meta_dataset --sources fashion_mnist animal_mnist -o runs/moco/md
+    ring-meta-dataset runs/moco --records /data/md --sources ilsvrc_2012 omniglot aircraft \\
         --protocol 5w5s --classifier logreg --episodes 600 --image-size 84
+    ring-meta-dataset --backbone resnet18 --records data/meta_dataset --sources animal_mnist   # random init
 
 Protocols: ``variable`` (the benchmark's variable-way variable-shot episodes), ``5w1s`` and ``5w5s`` (5
 classes, 1 or 5 shots, 15 queries), and ``linear`` (each class's images split in half with a fixed seed,
@@ -12,7 +13,6 @@ accuracy (%) and the half-width of its 95% confidence interval (over episodes, o
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -22,14 +22,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from pretrain.common import CHECKPOINT_HELP, UserError, cli_main, command_parser, resolve_device
 from pretrain.io import atomic_write_text, write_summary
 
-from .classifiers import CLASSIFIERS, mean_ci95
-from .episodes import PROTOCOLS, EpisodeError, EpisodeSampler
+from .classifiers import CLASSIFIER_REGISTRY, mean_ci95
+from .episodes import PROTOCOLS, EpisodeSampler
 from .features import source_features
 from .sources import Source
-from .spec import SpecError
-from .tfrecord import RecordError
 
 
 def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0):
@@ -49,7 +48,7 @@ def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0):
 
 def run_episodes(feats: dict[int, torch.Tensor], sampler: EpisodeSampler, n: int, classifier: str,
                  progress: bool = False) -> list[float]:
-    predict = CLASSIFIERS[classifier]
+    predict = CLASSIFIER_REGISTRY.get(classifier)
     accs = []
     for i in tqdm(range(n), desc=f"episodes {sampler.spec.name}", disable=not progress, leave=False):
         ep = sampler.episode(i)
@@ -86,7 +85,7 @@ def linear_readout(feats: dict[int, torch.Tensor], seed: int = 0, epochs: int = 
 def evaluate(args) -> tuple[pd.DataFrame, dict]:
     model, desc, default_size = load_model(args.checkpoint, args.backbone, args.seed)
     size = args.image_size or default_size
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     cache = Path(args.cache_dir or Path(args.records) / ".feature_cache")
     rows = []
     for name in args.sources:
@@ -108,45 +107,43 @@ def evaluate(args) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), {**desc, "image_size": size}
 
 
+@cli_main("ring-meta-dataset")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-meta-dataset", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a ring-pretrain run directory or checkpoint")
-    src.add_argument("--backbone", help="a torchvision/timm ResNet name, randomly initialised (a baseline)")
+    p = command_parser("ring-meta-dataset", __doc__, checkpoint=CHECKPOINT_HELP, optional_checkpoint=True,
+                       output="output directory: summary.json and table.md")
+    p.add_argument("--backbone", help="instead of a checkpoint: a torchvision/timm ResNet name, randomly "
+                                      "initialised (a baseline)")
     p.add_argument("--records", required=True, help="root holding one folder per source")
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--protocol", default="variable", choices=[*PROTOCOLS, "linear"])
-    p.add_argument("--classifier", default="ncc-cosine", choices=sorted(CLASSIFIERS))
+    p.add_argument("--classifier", default="ncc-cosine", choices=CLASSIFIER_REGISTRY.names())
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's DATA.IMAGE_SIZE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None, help="default: <records>/.feature_cache")
-    p.add_argument("-o", "--output-dir", default=None, help="writes summary.json and table.md here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    try:
-        df, desc = evaluate(args)
-    except (SpecError, RecordError, EpisodeError, ValueError) as e:
-        print(f"ring-meta-dataset: error: {e}", file=sys.stderr)
-        return 2
+    if (args.checkpoint is None) == (args.backbone is None):
+        raise UserError("give either a checkpoint (a ring-pretrain run directory) or --backbone NAME, not "
+                        f"{'both' if args.checkpoint else 'neither'}.")
+    df, desc = evaluate(args)
     what = f"{args.protocol}" + ("" if args.protocol == "linear" else f", {args.classifier}, {args.episodes} episodes")
     table = df[["source", "classes", "accuracy", "ci95"]].to_markdown(index=False, floatfmt=".2f")
     print(f"Meta-Dataset ({args.split} split, {what}); {desc['method']}-{desc['estimator']} {desc['backbone']} "
           f"at {desc['image_size']} px\n{table}")
-    if args.output_dir:
+    if args.output:
         metrics = {}
         for r in df.itertuples():
             metrics[f"{r.source}/accuracy"] = r.accuracy
             metrics[f"{r.source}/ci95"] = r.ci95
-        write_summary(args.output_dir, stage="meta_dataset", method=desc["method"], estimator=desc["estimator"],
+        write_summary(args.output, stage="meta_dataset", method=desc["method"], estimator=desc["estimator"],
                       backbone=desc["backbone"], dataset="meta_dataset", seed=desc["seed"], metrics=metrics,
                       episode_seed=args.seed,
                       protocol=args.protocol, classifier=args.classifier, episodes=args.episodes, split=args.split,
                       checkpoint=args.checkpoint, sources=df.to_dict(orient="records"))
-        atomic_write_text(Path(args.output_dir) / "table.md", table + "\n")
+        atomic_write_text(Path(args.output) / "table.md", table + "\n")
     return 0
 
 

@@ -11,7 +11,6 @@ Small converted sources put every class in the test split (``--split-counts`` ch
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import json
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pretrain.common import Registry, UserError, cli_main, command_parser
 from pretrain.io import atomic_write_json
 
 from .spec import SourceSpec
@@ -39,10 +39,10 @@ def write_source(out_root: str | Path, name: str, images_by_class: dict[int, lis
     out = Path(out_root) / name
     ids = sorted(images_by_class)
     if ids != list(range(len(ids))):
-        raise ValueError("class ids must be 0..n-1")
+        raise UserError(f"{name}: class ids must be 0..{len(ids) - 1}, got {ids[:5]}...; number the classes from 0.")
     n_train, n_valid, n_test = split_counts or (0, 0, len(ids))
     if n_train + n_valid + n_test != len(ids):
-        raise ValueError(f"--split-counts must add up to the {len(ids)} classes.")
+        raise UserError(f"--split-counts {n_train} {n_valid} {n_test} must add up to the {len(ids)} classes.")
     for c in ids:
         write_records(out / f"{c}.tfrecords", (encode_example(_png(im), c) for im in images_by_class[c]))
     spec = SourceSpec(name, "flat", dict(class_names), {c: len(images_by_class[c]) for c in ids},
@@ -61,6 +61,15 @@ def _by_class(images, labels, max_per_class: int) -> dict[int, list]:
     return dict(sorted(out.items()))
 
 
+CONVERTER_REGISTRY = Registry("CONVERTER", key="ring-md-convert SOURCE", doc="""Image sets ring-md-convert writes
+as Meta-Dataset sources.
+
+A member is a function ``fn(max_per_class, root) -> (images_by_class, class_names)``: ``{class id: [images
+(PIL or uint8 arrays)]}`` with ids 0..n-1, and ``{class id: name}``; ``root`` (``--from``) overrides the
+default location or is required (folders).  Missing data raises a ``UserError`` naming what to install.""")
+
+
+@CONVERTER_REGISTRY.register(name="fashion_mnist")
 def load_fashion_mnist(max_per_class: int, root: str | None = None):
     from pretrain.data.idx import FASHION_CLASSES, FASHION_MNIST_DEFAULT, load_idx
 
@@ -68,11 +77,13 @@ def load_fashion_mnist(max_per_class: int, root: str | None = None):
     return _by_class(ds.images, ds.targets, max_per_class), dict(enumerate(FASHION_CLASSES))
 
 
+@CONVERTER_REGISTRY.register(name="animal_mnist")
 def load_animal_mnist(max_per_class: int, root: str | None = None):
     """PyPI animal-mnist's gzipped pickles, read without importing its module (it needs TensorFlow)."""
     import importlib.util
 
-    from pretrain.data.base import DatasetError, _NumpyOnlyUnpickler
+    from pretrain.common import NumpyOnlyUnpickler
+    from pretrain.data.base import DatasetError
 
     spec = importlib.util.find_spec("animal_mnist")
     if spec is None and root is None:
@@ -81,7 +92,7 @@ def load_animal_mnist(max_per_class: int, root: str | None = None):
 
     def load(name):
         with gzip.open(base / name, "rb") as f:
-            return np.asarray(_NumpyOnlyUnpickler(f, encoding="bytes").load())
+            return np.asarray(NumpyOnlyUnpickler(f, encoding="bytes").load())
     images, labels = load("animal_data_version_3.gz"), load("animal_label_version_3.gz")
     classes = sorted(set(labels.tolist()))
     remap = {c: i for i, c in enumerate(classes)}
@@ -89,6 +100,7 @@ def load_animal_mnist(max_per_class: int, root: str | None = None):
                                                                                  remap.items()}
 
 
+@CONVERTER_REGISTRY.register(name="synthetic")
 def load_synthetic(max_per_class: int, root: str | None = None):
     from pretrain.data.synthetic import CLASSES, SyntheticShapes
 
@@ -96,9 +108,10 @@ def load_synthetic(max_per_class: int, root: str | None = None):
     return _by_class((ds[i][0] for i in range(len(ds))), ds.targets, max_per_class), dict(enumerate(CLASSES))
 
 
+@CONVERTER_REGISTRY.register(name="folder")
 def load_folder(max_per_class: int, root: str | None = None):
     if not root or not Path(root).is_dir():
-        raise FileNotFoundError(f"--from {root}: give a folder of <class>/<image> subfolders.")
+        raise UserError(f"--from {root}: give a folder of <class>/<image> subfolders.")
     classes = sorted(p for p in Path(root).iterdir() if p.is_dir())
     out = {}
     for i, d in enumerate(classes):
@@ -107,29 +120,21 @@ def load_folder(max_per_class: int, root: str | None = None):
     return out, {i: d.name for i, d in enumerate(classes)}
 
 
-BUILDERS = {"fashion_mnist": load_fashion_mnist, "animal_mnist": load_animal_mnist, "synthetic": load_synthetic,
-            "folder": load_folder}
-
-
+@cli_main("ring-md-convert")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-md-convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", choices=sorted(BUILDERS))
-    p.add_argument("-o", "--out", required=True, help="records root (one folder per source is written in it)")
+    p = command_parser("ring-md-convert", __doc__, output="records root (one folder per source is written in it)",
+                       output_required=True)
+    p.add_argument("source", choices=CONVERTER_REGISTRY.names())
     p.add_argument("--name", default=None, help="source name (default: the builder's)")
     p.add_argument("--from", dest="src", default=None, help="input folder (folder; overrides default locations)")
     p.add_argument("--max-per-class", type=int, default=600)
     p.add_argument("--split-counts", type=int, nargs=3, metavar=("TRAIN", "VALID", "TEST"), default=None)
     args = p.parse_args(argv)
-    try:
-        images, names = BUILDERS[args.source](args.max_per_class, args.src)
-        spec = write_source(args.out, args.name or args.source, images, names,
-                            tuple(args.split_counts) if args.split_counts else None)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"ring-md-convert: error: {e}", file=sys.stderr)
-        return 2
+    images, names = CONVERTER_REGISTRY.get(args.source)(args.max_per_class, args.src)
+    spec = write_source(args.output, args.name or args.source, images, names,
+                        tuple(args.split_counts) if args.split_counts else None)
     print(f"[ring-md-convert] {spec.name}: {len(spec.class_names)} classes, {sum(spec.images_per_class.values())} "
-          f"images -> {Path(args.out) / spec.name} ({json.dumps({k: len(v) for k, v in spec.split_classes.items()})})")
+          f"images -> {Path(args.output) / spec.name} ({json.dumps({k: len(v) for k, v in spec.split_classes.items()})})")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Episode sampling by Meta-Dataset's rules (REFERENCE.md section 5), seeded and machine-independent.
+"""Episode sampling by Meta-Dataset's rules (Triantafillou et al. 2020, and its sampling code), seeded and
+machine-independent.
 
 Variable-way variable-shot (``variable``):
 - ways: flat sources uniform in [5, min(50, classes in the split)]; Omniglot: an alphabet of the split
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pretrain.common import UserError
+
 from .spec import SourceSpec
 
 MAX_WAYS, MIN_WAYS, MAX_QUERY, MAX_SUPPORT, MAX_PER_CLASS = 50, 5, 10, 500, 100
@@ -30,8 +33,8 @@ FIXED = {"5w1s": (5, 1, 15), "5w5s": (5, 5, 15)}
 PROTOCOLS = ("variable", *FIXED)
 
 
-class EpisodeError(ValueError):
-    pass
+class EpisodeError(UserError):
+    """An episode that the source cannot supply (too few classes or images), or an unknown protocol."""
 
 
 @dataclass

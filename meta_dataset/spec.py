@@ -15,11 +15,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pretrain.common import UserError
+
 SPLITS = ("train", "valid", "test")
 OFFICIAL_SPECS = Path(__file__).resolve().parent / "specs"
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     pass
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import crc32c
 import numpy as np
 
+from pretrain.common import UserError
+
 _MASK_DELTA = 0xA282EAD8
 
 
-class RecordError(RuntimeError):
+class RecordError(UserError):
     """A records file is missing, truncated or corrupted; the message names the file and the fix."""
 
 

@@ -8,23 +8,30 @@ the views an uninterrupted run would have seen.
 from __future__ import annotations
 
 import random
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from .common import Registry
 from .seeding import derive_seed
+
+AUGMENTATION_REGISTRY = Registry("AUGMENTATION", key="DATA.AUGMENT", doc="""Training augmentations (DATA.AUGMENT).
+
+A member is a function ``fn(image_size) -> transform`` taking a PIL RGB image to a normalised tensor
+(end the pipeline with ``to_normalized_tensor()``).""")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SMALL_IMAGE_MAX = 64
 
 
-def _normalize():
+def to_normalized_tensor() -> list:
+    """The last two transforms of every pipeline: PIL -> tensor, ImageNet mean/std normalisation."""
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+@AUGMENTATION_REGISTRY.register(name="ir")
 def ir_transform(size: int) -> T.Compose:
     """Instance-discrimination style (the paper's code): crop 0.2-1, grayscale 0.2, jitter 0.4, flip."""
     return T.Compose([
@@ -32,10 +39,11 @@ def ir_transform(size: int) -> T.Compose:
         T.RandomGrayscale(p=0.2),
         T.ColorJitter(0.4, 0.4, 0.4, 0.4),
         T.RandomHorizontalFlip(),
-        *_normalize(),
+        *to_normalized_tensor(),
     ])
 
 
+@AUGMENTATION_REGISTRY.register(name="mocov2")
 def mocov2_transform(size: int) -> T.Compose:
     """MoCo v2: jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, blur p 0.5 (large images only), flip."""
     ops = [
@@ -45,30 +53,25 @@ def mocov2_transform(size: int) -> T.Compose:
     ]
     if size > SMALL_IMAGE_MAX:
         ops.append(T.RandomApply([T.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=0.5))
-    ops += [T.RandomHorizontalFlip(), *_normalize()]
+    ops += [T.RandomHorizontalFlip(), *to_normalized_tensor()]
     return T.Compose(ops)
 
 
+@AUGMENTATION_REGISTRY.register(name="cmc")
 def cmc_transform(size: int) -> T.Compose:
     """CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal)."""
-    return T.Compose([T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), *_normalize()])
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), *to_normalized_tensor()])
 
 
 def eval_transform(size: int) -> T.Compose:
     """Deterministic: resize (1.14x then centre crop for large images, plain resize for small ones)."""
     if size > SMALL_IMAGE_MAX:
-        return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), *_normalize()])
-    return T.Compose([T.Resize((size, size)), *_normalize()])
-
-
-AUGMENTATIONS: dict[str, Callable[[int], T.Compose]] = {"ir": ir_transform, "mocov2": mocov2_transform,
-                                                        "cmc": cmc_transform}
+        return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), *to_normalized_tensor()])
+    return T.Compose([T.Resize((size, size)), *to_normalized_tensor()])
 
 
 def build_train_transform(name: str, size: int) -> T.Compose:
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"DATA.AUGMENT '{name}' is unknown; choose one of: {', '.join(sorted(AUGMENTATIONS))}.")
-    return AUGMENTATIONS[name](size)
+    return AUGMENTATION_REGISTRY.get(name)(size)
 
 
 class TwoViewDataset(Dataset):

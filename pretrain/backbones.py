@@ -10,9 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from .common import UserError
 
-class BackboneError(ValueError):
-    pass
+
+class BackboneError(UserError):
+    """MODEL.BACKBONE / MODEL.WIDTH name something this project cannot build."""
 
 
 def _small_stem(model: nn.Module, in_chans: int) -> None:
@@ -42,8 +44,11 @@ class ResNetTrunk(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.forward_maps(x), 1), 1)
 
 
-_DEPTHS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
-           "resnet50": ("bottleneck", [3, 4, 6, 3]), "resnet101": ("bottleneck", [3, 4, 23, 3])}
+# ResNet depth -> (block kind, blocks per stage): the one table shared by the width-configurable ResNet here
+# and the Detectron2 exporter's name/shape table (transfer/detection/resnet_table.py).
+RESNET_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
+                 101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
+WIDTH_CONFIGURABLE = {f"resnet{d}": d for d in RESNET_DEPTHS}
 
 
 class _WidthResNet(torchvision.models.ResNet):
@@ -52,7 +57,7 @@ class _WidthResNet(torchvision.models.ResNet):
     def __init__(self, name: str, width: int, in_chans: int):
         from torchvision.models.resnet import BasicBlock, Bottleneck
 
-        kind, layers = _DEPTHS[name]
+        kind, layers = RESNET_DEPTHS[WIDTH_CONFIGURABLE[name]]
         block = BasicBlock if kind == "basic" else Bottleneck
         nn.Module.__init__(self)
         self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, width, 1, 1, 64
@@ -77,8 +82,9 @@ def build_backbone(name: str, small_stem: bool = False, in_chans: int = 3, width
 
     ``width`` != 64 gives a narrower/wider torchvision-style ResNet (CMC's half-width encoders, CPU runs)."""
     if width != 64:
-        if name not in _DEPTHS:
-            raise BackboneError(f"MODEL.WIDTH {width} needs one of {', '.join(_DEPTHS)} as MODEL.BACKBONE, not {name}.")
+        if name not in WIDTH_CONFIGURABLE:
+            raise BackboneError(f"MODEL.WIDTH {width} needs one of {', '.join(WIDTH_CONFIGURABLE)} as MODEL.BACKBONE, "
+                                f"not {name}.")
         net = _WidthResNet(name, width, in_chans)
         if small_stem:
             _small_stem(net, in_chans)

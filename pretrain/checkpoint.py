@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .common import UserError
 from .io import atomic_torch_save
 
 KIND = "ringnce.pretrain"
@@ -17,8 +18,8 @@ FORMAT = 1
 LAST = "checkpoint_last.pth"
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(UserError):
+    """A missing, foreign or incompatible checkpoint (one sentence)."""
 
 
 def save_checkpoint(run_dir: Path, state: dict, epoch_copy: int | None = None) -> Path:

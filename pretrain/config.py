@@ -10,10 +10,12 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
+from .common import UserError, check_keys, find_file
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user-fixable problem with a config file or override (one sentence)."""
 
 
@@ -28,12 +30,12 @@ def get_defaults() -> CfgNode:
     C.OUTPUT_DIR = ""
 
     C.DATA = CfgNode()
-    C.DATA.NAME = "synthetic"  # see pretrain.data.DATASETS
+    C.DATA.NAME = "synthetic"  # see pretrain.data.DATASET_REGISTRY
     C.DATA.ROOT = ""  # dataset folder; "" uses the dataset's default location
     C.DATA.TRAIN_SPLIT = "train"  # the split pretraining reads (stl10: "train+unlabeled")
     C.DATA.TEST_SPLIT = "test"  # the split the kNN monitor and linear evaluation score
     C.DATA.IMAGE_SIZE = 32
-    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 (see pretrain.augment)
+    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 | cmc (see pretrain.augment.AUGMENTATION_REGISTRY)
     C.DATA.NUM_WORKERS = 2
     C.DATA.SUBSET = 0  # > 0: use only the first N training images (CPU runs)
     C.DATA.SYNTHETIC_SIZE = 2000  # images per split of the built-in procedural dataset
@@ -47,14 +49,14 @@ def get_defaults() -> CfgNode:
     C.MODEL.CHANNELS_LAST = True  # NHWC model and inputs (CUDA and CPU)
 
     C.OBJECTIVE = CfgNode()
-    C.OBJECTIVE.NAME = "moco"  # see pretrain.contrastive.objectives.OBJECTIVES
+    C.OBJECTIVE.NAME = "moco"  # ir | cmc | moco | simclr (pretrain.contrastive.objectives.OBJECTIVE_REGISTRY)
     C.OBJECTIVE.TEMPERATURE = 0.07
-    C.OBJECTIVE.ESTIMATOR = "nce"  # nce | ring | ball (the negative sampler)
+    C.OBJECTIVE.ESTIMATOR = "nce"  # nce | ring | ball: a sampler + a loss form (contrastive.estimator.ESTIMATOR_REGISTRY)
 
     C.RING = CfgNode()
     C.RING.OUTER = 0.1  # final outer fraction o: keep ranks < floor(o * N)
     C.RING.INNER = 0.1  # inner fraction iota of the outer set: drop ranks < floor(iota * floor(o * N))
-    C.RING.SCHEDULE = "constant"  # see pretrain.contrastive.schedules.SCHEDULES
+    C.RING.SCHEDULE = "constant"  # see pretrain.contrastive.schedules.SCHEDULE_REGISTRY
     C.RING.ANNEAL_EPOCHS = 0.0  # epochs over which o moves from 1.0 to OUTER (0: no annealing)
     C.RING.STEP_EPOCHS = 10.0  # step schedule: epochs between drops
     C.RING.STEP_GAMMA = 0.5  # step schedule: factor per drop
@@ -82,7 +84,7 @@ def get_defaults() -> CfgNode:
     C.SOLVER.LR = 0.03
     C.SOLVER.MOMENTUM = 0.9
     C.SOLVER.WEIGHT_DECAY = 1e-4
-    C.SOLVER.SCHEDULE = "step"  # see pretrain.lr_schedules.LR_SCHEDULES
+    C.SOLVER.SCHEDULE = "step"  # step | cosine (pretrain.lr_schedules.LR_SCHEDULE_REGISTRY)
     C.SOLVER.STEPS = (0.68, 0.83)  # step schedule: fractions of training (136/200, 166/200)
     C.SOLVER.GAMMA = 0.1
     C.SOLVER.WARMUP_EPOCHS = 0.0
@@ -120,37 +122,26 @@ def get_defaults() -> CfgNode:
     return C
 
 
+def get_key(cfg: CfgNode, dotted: str):
+    """cfg['A']['B'] for 'A.B'."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def _describe_valid(node: CfgNode, prefix: str) -> str:
-    keys = sorted(node.keys())
-    return ", ".join(f"{prefix}{k}" for k in keys)
+    return ", ".join(f"{prefix}{k}" for k in sorted(node.keys()))
 
 
-def _check_keys(user: dict, ref: CfgNode, source: str, prefix: str = "") -> None:
-    for key, value in user.items():
-        if key == "_BASE_" and not prefix:
-            continue
-        if key not in ref:
-            raise ConfigError(
-                f"{source}: unknown config key '{prefix}{key}'; valid keys here are: "
-                f"{_describe_valid(ref, prefix)}."
-            )
-        if isinstance(ref[key], CfgNode):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{prefix}{key}' must be a section (a mapping), not {value!r}.")
-            _check_keys(value, ref[key], source, prefix + key + ".")
+def _check_keys(user: dict, ref: CfgNode, source: str) -> None:
+    check_keys({k: v for k, v in user.items() if k != "_BASE_"}, ref, source, error=ConfigError, what="config key")
 
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
     """A path as given, or the name of a config shipped in pretrain/configs (with or without .yaml)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
-        if cand.is_file():
-            return cand
-    shipped = ", ".join(sorted(str(x.relative_to(CONFIG_DIR).with_suffix("")) for x in CONFIG_DIR.glob("*.yaml")))
-    shipped += ", or <dataset>/<objective>_<estimator> (e.g. cifar10/moco_ring)"
-    raise ConfigError(f"config file '{path}' does not exist; give a path or one of: {shipped}.")
+    return find_file(path, CONFIG_DIR, "config file", pattern="*.yaml",
+                     hint=", or <dataset>/<objective>_<estimator> (e.g. cifar10/moco_ring)", error=ConfigError)
 
 
 def _load_yaml_with_bases(path: Path) -> dict:

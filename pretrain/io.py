@@ -65,7 +65,7 @@ def _plain(v: Any) -> Any:
 
 def write_summary(run_dir: str | os.PathLike, *, stage: str, method: str, estimator: str, backbone: str,
                   dataset: str, seed: int, metrics: dict, **extra: Any) -> dict:
-    """The table-ready result of a stage (DESIGN.md: run-directory layout)."""
+    """The table-ready result of a stage: summary.json of its run directory (README: the run directory)."""
     summary = {"stage": stage, "method": method, "estimator": estimator, "backbone": backbone,
                "dataset": dataset, "seed": seed, "metrics": {k: _plain(v) for k, v in metrics.items()}}
     summary.update(extra)

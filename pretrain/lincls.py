@@ -1,18 +1,18 @@
 """ring-lincls: linear evaluation of a frozen pretrained backbone (BatchNorm in eval mode).
 
-    ring-lincls runs/moco                      # the run's dataset, the paper's defaults
+    ring-lincls runs/moco                      # the run's dataset, the run's LINCLS settings
     ring-lincls runs/moco -o runs/moco/lincls LINCLS.EPOCHS 30
     ring-lincls runs/moco --random-init        # the same backbone, randomly initialised: the baseline
     ring-lincls runs/moco --random-init SEED 7 # another random init
 
-Defaults (the paper's): SGD lr 0.01, momentum 0.9, weight decay 1e-5, batch 256, 100 epochs, lr x0.1 at
-60% and 80%.  Without augmentation (LINCLS.AUGMENT False, the default) the frozen features are computed
-once and the linear layer trains on them, which is the same computation as passing every image through
-the frozen backbone every epoch, hundreds of times faster.
+Defaults: SGD lr 0.01, momentum 0.9, weight decay 1e-5, batch 256, 100 epochs (the optimizer of the
+paper's code), with lr x0.1 at 60% and 80% (this project's; the paper's code has no schedule).  Without
+augmentation (LINCLS.AUGMENT False, the default) the frozen features of un-augmented images are computed
+once and cached, and the linear layer trains on them: fast, and a different protocol from the paper's
+code, which trains on augmented views through the encoder.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from .augment import TransformedDataset, eval_transform
 from .contrastive.objectives import build_eval_backbone
-from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
-from .config import ConfigError, config_from_yaml_str, merge_overrides
-from .data import DatasetError, build_dataset
-from .engine import _labelled_split, dataset_label, resolve_device
+from .checkpoint import backbone_state_dict, load_checkpoint
+from .config import config_from_yaml_str, merge_overrides
+from .data import build_dataset, labelled_split
+from .common import CHECKPOINT_HELP, cli_main, command_parser, resolve_device
 from .evaluate import extract_features, topk_accuracy, train_linear_on_features
 from .io import atomic_write_text, write_summary
 from .lr_schedules import build_lr_lambda
@@ -51,10 +51,10 @@ def _augmented_probe(bb, cfg, train_set, test_set, num_classes, device, lr_lambd
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
-    from .augment import _normalize
+    from .augment import to_normalized_tensor
 
     size = cfg.DATA.IMAGE_SIZE
-    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *_normalize()])
+    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *to_normalized_tensor()])
     loader = DataLoader(TransformedDataset(train_set, train_tf), batch_size=cfg.LINCLS.BATCH_SIZE, shuffle=True,
                         num_workers=cfg.DATA.NUM_WORKERS, drop_last=True,
                         generator=torch.Generator().manual_seed(cfg.SEED))
@@ -86,7 +86,7 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     for p in bb.parameters():
         p.requires_grad_(False)
     L = cfg.LINCLS
-    train_set = build_dataset(cfg.DATA, _labelled_split(cfg), L.MAX_TRAIN)
+    train_set = build_dataset(cfg.DATA, labelled_split(cfg), L.MAX_TRAIN)
     test_set = build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, L.MAX_TEST)
     iters = max(1, len(train_set) // L.BATCH_SIZE) * L.EPOCHS
     lr_lambda = build_lr_lambda(L.SCHEDULE, L.STEPS, 0.1, iters)
@@ -108,23 +108,18 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     atomic_write_text(out / "config.yaml", cfg.dump())
     return write_summary(out, stage="lincls", method=cfg.OBJECTIVE.NAME if not random_init else "random_init",
                          estimator=cfg.OBJECTIVE.ESTIMATOR if not random_init else "none",
-                         backbone=cfg.MODEL.BACKBONE, dataset=dataset_label(cfg), seed=cfg.SEED,
+                         backbone=cfg.MODEL.BACKBONE, dataset=cfg.DATA.NAME, seed=cfg.SEED,
                          metrics=acc, checkpoint=str(src), protocol="augment" if L.AUGMENT else "cached_features")
 
 
+@cli_main("ring-lincls")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-lincls", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a ring-pretrain run directory or checkpoint file")
-    p.add_argument("--output-dir", "-o", default=None, help="default: <run dir>/lincls")
+    p = command_parser("ring-lincls", __doc__, checkpoint=CHECKPOINT_HELP,
+                       output="output directory (default: <run dir>/lincls)")
     p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. LINCLS.EPOCHS 30")
     args = p.parse_intermixed_args(argv)
-    try:
-        s = run_lincls(args.checkpoint, args.output_dir, args.opts, args.random_init)
-    except (ConfigError, CheckpointError, DatasetError) as e:
-        print(f"ring-lincls: error: {e}", file=sys.stderr)
-        return 2
+    s = run_lincls(args.checkpoint, args.output, args.opts, args.random_init)
     m = s["metrics"]
     print(f"[ring-lincls] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']}: "
           f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%")

@@ -9,15 +9,16 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+from .config import ConfigError
 from .seeding import derive_seed
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
     def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0):
         if global_batch % world:
-            raise ValueError(f"SOLVER.BATCH_SIZE {global_batch} is not divisible by the {world} processes.")
+            raise ConfigError(f"SOLVER.BATCH_SIZE {global_batch} is not divisible by the {world} processes.")
         if n < global_batch:
-            raise ValueError(f"the dataset has {n} images, fewer than one batch (SOLVER.BATCH_SIZE {global_batch}); "
+            raise ConfigError(f"the dataset has {n} images, fewer than one batch (SOLVER.BATCH_SIZE {global_batch}); "
                              "lower SOLVER.BATCH_SIZE or use more data.")
         self.n, self.global_batch, self.rank, self.world, self.seed = n, global_batch, rank, world, seed
         self.local_batch = global_batch // world

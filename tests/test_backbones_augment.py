@@ -5,6 +5,7 @@ import torchvision
 from torchvision import transforms as T
 
 from pretrain.augment import TwoViewDataset, build_train_transform, eval_transform
+from pretrain.common import UserError
 from pretrain.backbones import BackboneError, ProjectionHead, build_backbone, build_encoder
 from pretrain.config import load_config
 from pretrain.data import SyntheticShapes
@@ -67,7 +68,7 @@ def test_pipelines_and_small_image_variants():
     assert isinstance(ir[0], T.RandomResizedCrop) and ir[0].scale == (0.2, 1.0)
     assert any(isinstance(t, T.RandomGrayscale) and t.p == 0.2 for t in ir)
     assert eval_transform(32)(SyntheticShapes("test", 2, 40)[0][0]).shape == (3, 32, 32)
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(UserError, match="DATA.AUGMENT .simclr9. is unknown; choose one of"):
         build_train_transform("simclr9", 32)
     img = SyntheticShapes("train", 2, 32)[1][0]
     assert np.asarray(img).shape == (32, 32, 3)

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pretrain.common import UserError
 from pretrain.config import load_config
 from pretrain.data import DatasetError, ImageFolderDataset, SyntheticShapes, build_dataset, load_cifar, load_idx, \
     load_stl10, subset
@@ -153,7 +154,7 @@ def test_synthetic_is_deterministic_and_labelled():
 
 def test_registry_errors_and_subset():
     cfg = load_config(None, ["DATA.NAME", "nope"])
-    with pytest.raises(DatasetError, match="choose one of: .*cifar10"):
+    with pytest.raises(UserError, match="DATA.NAME .nope. is unknown; choose one of: .*cifar10"):
         build_dataset(cfg.DATA, "train")
     ds = SyntheticShapes("train", 100, 8)
     sub = subset(ds, 30)

@@ -93,6 +93,21 @@ def test_export_of_a_pretraining_run_and_cmc_two_streams(tmp_path, tiny_opts):
     assert "instances" in out[0]
 
 
+def test_export_prints_what_the_detectron2_config_must_set(tmp_path, capsys):
+    from transfer.detection.export import main as export_main
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    assert export_main([str(tmp_path / "r18.pth"), "-o", str(tmp_path / "r18.pkl")]) == 0
+    out = capsys.readouterr().out
+    for line in ("INPUT.FORMAT RGB", "MODEL.PIXEL_MEAN [123.675, 116.280, 103.530]", "MODEL.RESNETS.STRIDE_IN_1X1 False",
+                 "MODEL.RESNETS.DEPTH 18", "MODEL.RESNETS.RES2_OUT_CHANNELS 64"):
+        assert line in out, line
+    assert "coco/mask_rcnn_R_18_FPN_1x.yaml" in out and "cpu/scenes_mask_rcnn_R_18_C4.yaml" in out
+    assert "R_50" not in out  # only the configs of the weights' depth
+    assert export_main([str(tmp_path / "missing.pth"), "-o", str(tmp_path / "x.pkl")]) == 2
+    assert "missing.pth does not exist" in capsys.readouterr().err
+
+
 def test_export_refuses_wrong_inputs(tmp_path):
     torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "notresnet.pth")
     with pytest.raises(ExportError, match="is not a ResNet"):
@@ -141,14 +156,14 @@ def test_dataset_errors(tmp_path):
 
 
 def test_short_training_writes_summary(tmp_path, monkeypatch):
-    from transfer.detection.train_net import cli
+    from transfer.detection.train_net import main as train_net_main
 
     monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
     export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
     out = tmp_path / "det"
-    assert cli(["--config-file", "cpu/scenes_keypoint_rcnn_R_18_FPN.yaml", "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"),
-                "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1",
+    assert train_net_main(["--config-file", "cpu/scenes_keypoint_rcnn_R_18_FPN.yaml", "-o", str(out),
+                           "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"), "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1",
                 "DATALOADER.NUM_WORKERS", "0"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["stage"] == "detection" and s["task"] == "keypoint_rcnn_FPN" and s["method"] == "external"
@@ -159,7 +174,7 @@ def test_short_training_writes_summary(tmp_path, monkeypatch):
 def test_r18_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
     """The paper's backbone in a C4 model: res5 of basic blocks as the RoI head, pretrained res5 weights,
     MoCo's extra norm (the plain Res5ROIHeadsAnyDepth is the config's default, loaded in the export test)."""
-    from transfer.detection.train_net import cli
+    from transfer.detection.train_net import main as train_net_main
 
     monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
     torch.manual_seed(0)
@@ -167,7 +182,7 @@ def test_r18_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
     torch.save(net.state_dict(), tmp_path / "r18.pth")
     export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
     out = tmp_path / "c4"
-    assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_18_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"),
+    assert train_net_main(["--config-file", "cpu/scenes_mask_rcnn_R_18_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"),
                 "MODEL.ROI_HEADS.NAME", "Res5ROIHeadsExtraNorm", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2",
                 "SOLVER.BASE_LR", "0.0",
                 "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]) == 0
@@ -182,13 +197,13 @@ def test_r18_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
     """R50-C4 (res5 in the RoI head, MoCo's extra norm) end to end; ~10 s/iter on 2 cores."""
-    from transfer.detection.train_net import cli
+    from transfer.detection.train_net import main as train_net_main
 
     monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
     export(tmp_path / "r50.pth", tmp_path / "r50.pkl")
     out = tmp_path / "c4"
-    assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_50_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r50.pkl"),
+    assert train_net_main(["--config-file", "cpu/scenes_mask_rcnn_R_50_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r50.pkl"),
                 "MODEL.ROI_HEADS.NAME", "Res5ROIHeadsExtraNorm", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3",
                 "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]) == 0
     s = json.loads((out / "summary.json").read_text())
@@ -196,11 +211,11 @@ def test_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
 
 
 def test_multi_gpu_without_gpus_is_one_sentence(capsys):
-    from transfer.detection.train_net import cli
+    from transfer.detection.train_net import main as train_net_main
 
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has GPUs")
-    assert cli(["--config-file", "cpu/scenes_mask_rcnn_R_18_FPN.yaml", "--num-gpus", "2"]) == 2
+    assert train_net_main(["--config-file", "cpu/scenes_mask_rcnn_R_18_FPN.yaml", "--num-gpus", "2"]) == 2
     assert "needs 2 CUDA devices" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from meta_dataset.cli import main as md_main
-from meta_dataset.classifiers import CLASSIFIERS, mean_ci95
+from meta_dataset.classifiers import CLASSIFIER_REGISTRY, mean_ci95
 from meta_dataset.convert import write_source
 from meta_dataset.episodes import EpisodeError, EpisodeSampler
 from meta_dataset.sources import Source
@@ -195,7 +195,7 @@ def test_classifiers_and_ci():
     q_lab = torch.arange(5).repeat_interleave(10)
     support = centers[s_lab] + torch.randn(15, 16, generator=g)
     query = centers[q_lab] + torch.randn(50, 16, generator=g)
-    for name, clf in CLASSIFIERS.items():
+    for name, clf in CLASSIFIER_REGISTRY:
         acc = (clf(support, s_lab, query, 5) == q_lab).float().mean().item()
         assert acc > 0.9, name
     mean, ci = mean_ci95([50.0, 60.0, 70.0, 80.0])
@@ -216,3 +216,21 @@ def test_cli_end_to_end_with_cached_features(tmp_path, capsys):
     assert md_main(args[:-2] + ["--protocol", "linear"]) == 0
     assert "| toy" in capsys.readouterr().out
     assert md_main(["--backbone", "resnet18", "--records", str(tmp_path), "--sources", "nope", "--quiet"]) == 2
+    assert md_main(["--records", str(tmp_path), "--sources", "toy"]) == 2  # neither a checkpoint nor --backbone
+    assert "give either a checkpoint" in capsys.readouterr().err
+
+
+def test_a_shadowing_meta_dataset_package_is_one_sentence(tmp_path):
+    """Google's meta_dataset shares the package name: the commands name the clash instead of a traceback."""
+    fake = tmp_path / "shadow" / "meta_dataset"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from transfer.entry_points import meta_dataset_main; "
+            "sys.exit(meta_dataset_main(['--help']))")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "shadow")], capture_output=True, text=True,
+                       cwd=str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "is not ringnce's (Google's meta_dataset has the same name)" in r.stderr and str(fake) in r.stderr

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata as md
 import os
@@ -19,6 +18,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from pretrain.common import cli_main, command_parser
 
 SDIST_REQ = "pb1-detectron2==0.6"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
@@ -95,9 +96,9 @@ def install_from_source(source: str) -> None:
     _pip("install", "--no-build-isolation", spec)
 
 
+@cli_main("ring-install-detectron2")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-install-detectron2", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("ring-install-detectron2", __doc__)
     p.add_argument("--force", action="store_true", help="reinstall even if the same build is present")
     args = p.parse_args(argv)
     source = os.environ.get(ENV_SOURCE)

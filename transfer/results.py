@@ -13,7 +13,6 @@ A cell that no run produced is shown as missing ("-"), never filled in.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pretrain.common import UserError, cli_main, command_parser
+
 MISSING = "-"
+
+
+class ResultsError(UserError):
+    """A run folder or summary that cannot be read, or an unknown output format."""
+
+
 DETECTION_METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("keypoints", "AP")]
 
 
@@ -34,13 +41,13 @@ def collect(paths) -> list[dict]:
         elif p.is_dir():
             files += p.rglob("summary.json")
         else:
-            raise FileNotFoundError(f"{p} does not exist.")
+            raise ResultsError(f"{p} does not exist; pass run directories or summary.json files.")
     out = []
     for f in sorted(set(files)):
         try:
             s = json.loads(f.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{f} is not valid JSON ({e}).") from None
+            raise ResultsError(f"{f} is not valid JSON ({e}); delete it or rerun its stage.") from None
         if isinstance(s, dict) and "stage" in s and "metrics" in s:
             s["_path"] = str(f)
             out.append(s)
@@ -133,7 +140,7 @@ def render(tables: dict[str, pd.DataFrame], fmt: str) -> str:
         elif fmt == "html":
             body = df.to_html()
         else:
-            raise ValueError(f"--format {fmt}: choose md, csv, tex or html")
+            raise ResultsError(f"--format {fmt}: choose md, csv, tex or html.")
         parts.append(f"## {title}\n\n{body}" if fmt == "md" else f"{title}\n{body}")
     return "\n\n".join(parts) + "\n"
 
@@ -173,19 +180,14 @@ def make_tables(paths) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]
     return tables, deltas
 
 
+@cli_main("ring-results")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-results", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("ring-results", __doc__, output="a file to write the tables to (besides printing them)")
     p.add_argument("runs", nargs="+", help="run directories (searched recursively) or summary.json files")
-    p.add_argument("-o", "--output", default=None, help="write the tables here (besides printing them)")
     p.add_argument("--format", default="md", choices=["md", "csv", "tex", "html"])
     p.add_argument("--plot", default=None, help="PNG of the Ring - NCE deltas (default: next to -o)")
     args = p.parse_args(argv)
-    try:
-        tables, deltas = make_tables(args.runs)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"ring-results: error: {e}", file=sys.stderr)
-        return 2
+    tables, deltas = make_tables(args.runs)
     text = render(tables, args.format)
     print(text)
     if args.output:

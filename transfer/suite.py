@@ -19,7 +19,6 @@ Layout of OUT:
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import yaml
 from tqdm import tqdm
+
+from pretrain.common import UserError, check_keys, cli_main, command_parser, find_file
 
 SUITES = Path(__file__).resolve().parent / "suites"
 
@@ -47,36 +48,23 @@ SCHEMA = {
 TASK_SCHEMA = {"name": "", "config": "", "overrides": []}
 
 
-class SuiteError(ValueError):
-    pass
+class SuiteError(UserError):
+    """A suite file or a stage of it that cannot run (one sentence naming the file or the stage's log)."""
 
 
 def _check(user: dict, ref: dict, where: str, prefix: str = "") -> dict:
+    """The schema's defaults updated with the user's values; unknown keys are one sentence."""
+    check_keys(user, ref, where, prefix, error=SuiteError)
     out = copy.deepcopy(ref)
     for k, v in (user or {}).items():
-        if k not in ref:
-            raise SuiteError(f"{where}: unknown key '{prefix}{k}'; valid keys here are: "
-                             f"{', '.join(prefix + x for x in ref)}.")
-        if isinstance(ref[k], dict):
-            if not isinstance(v, dict):
-                raise SuiteError(f"{where}: '{prefix}{k}' must be a mapping.")
-            out[k] = _check(v, ref[k], where, f"{prefix}{k}.")
-        elif isinstance(ref[k], list) and not isinstance(v, list):
-            raise SuiteError(f"{where}: '{prefix}{k}' must be a list, got {v!r}.")
-        else:
-            out[k] = v
+        out[k] = _check(v, ref[k], where, f"{prefix}{k}.") if isinstance(ref[k], dict) else v
     return out
 
 
 def load_suite(path: str | Path | None) -> tuple[dict, str]:
     if path is None:
         path = SUITES / "default.yaml"
-    p = Path(path)
-    if not p.is_file() and (SUITES / f"{path}.yaml").is_file():
-        p = SUITES / f"{path}.yaml"
-    if not p.is_file():
-        raise SuiteError(f"suite file {path} does not exist; shipped suites: "
-                         f"{', '.join(sorted(x.stem for x in SUITES.glob('*.yaml')))}.")
+    p = find_file(path, SUITES, "suite file", error=SuiteError)
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -137,12 +125,12 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                         for t in D["tasks"]:
                             det = run / f"det_{t['name']}"
                             cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus",
-                                      D["num_gpus"], "MODEL.WEIGHTS", pkl, "OUTPUT_DIR", det, *t["overrides"])
+                                      D["num_gpus"], "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
                             stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
                                                 {"RINGNCE_SCENES": str(out / "scenes")}))
                     if M["enabled"] and M["sources"]:
                         md = run / "meta_dataset"
-                        cmd = _py("meta_dataset.cli", "--checkpoint", run, "--records", records, "--sources",
+                        cmd = _py("meta_dataset.cli", run, "--records", records, "--sources",
                                   *M["sources"], "--episodes", M["episodes"], "--protocol", M["protocol"],
                                   "--classifier", M["classifier"], "-o", md, "--quiet",
                                   *(["--image-size", M["image_size"]] if M["image_size"] else []))
@@ -238,29 +226,24 @@ def submit_slurm(suite_path: str, out: Path, spec: str) -> int:
     return 0
 
 
+@cli_main("ring-suite")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-suite", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("ring-suite", __doc__, output="output directory (default: runs/<suite name>)")
     p.add_argument("suite", nargs="?", default=None, help="suite YAML or a shipped name (default: the embedded one)")
-    p.add_argument("-o", "--output", default=None, help="output folder (default: runs/<suite name>)")
     p.add_argument("--dry-run", action="store_true", help="list the stages and whether each is complete")
     p.add_argument("--slurm", default=None, help="submit to Slurm with submitit: partition=..,gpus_per_node=..")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    try:
-        suite, path = load_suite(args.suite)
-        out = Path(args.output or f"runs/{Path(path).stem}")
-        if args.slurm:
-            return submit_slurm(path, out, args.slurm)
-        if args.dry_run:
-            drop_unavailable(suite)
-            for s in plan(suite, out):
-                print(f"[{'x' if s.done.exists() else ' '}] {s.name}: {' '.join(s.cmd[1:])}")
-            return 0
-        run_suite(suite, out, progress=not args.no_progress)
-    except SuiteError as e:
-        print(f"ring-suite: error: {e}", file=sys.stderr)
-        return 2
+    suite, path = load_suite(args.suite)
+    out = Path(args.output or f"runs/{Path(path).stem}")
+    if args.slurm:
+        return submit_slurm(path, out, args.slurm)
+    if args.dry_run:
+        drop_unavailable(suite)
+        for s in plan(suite, out):
+            print(f"[{'x' if s.done.exists() else ' '}] {s.name}: {' '.join(s.cmd[1:])}")
+        return 0
+    run_suite(suite, out, progress=not args.no_progress)
     return 0
 
 

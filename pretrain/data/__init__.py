@@ -4,11 +4,10 @@ Unlabelled images (STL-10 'unlabeled') carry the label -1.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from ..common import Registry
 from .base import ArrayImageDataset, DatasetError
 from .cifar import load_cifar
 from .idx import FASHION_CLASSES, FASHION_MNIST_DEFAULT, load_idx
@@ -16,14 +15,12 @@ from .imagefolder import ImageFolderDataset
 from .stl10 import load_stl10
 from .synthetic import SyntheticShapes
 
-DATASETS: dict[str, Callable[[object, str], Dataset]] = {}
+DATASET_REGISTRY = Registry("DATASET", key="DATA.NAME", doc="""Image datasets (DATA.NAME).
 
-
-def register_dataset(name: str):
-    def deco(fn):
-        DATASETS[name] = fn
-        return fn
-    return deco
+A member is a function ``fn(data_cfg, split) -> Dataset`` (``data_cfg``: the config's DATA node; ``split``:
+a split name such as 'train', 'test' or 'train+unlabeled') whose items are ``(PIL RGB image, int label)``,
+with ``targets`` (labels, -1 for unlabelled images).  A missing or malformed file raises ``DatasetError``
+naming the file and the expected layout.""")
 
 
 def _root(data_cfg, default: str | None = None) -> str:
@@ -34,45 +31,43 @@ def _root(data_cfg, default: str | None = None) -> str:
     raise DatasetError(f"DATA.ROOT is empty; set it to the folder that holds the {data_cfg.NAME} files.")
 
 
-@register_dataset("synthetic")
+@DATASET_REGISTRY.register(name="synthetic")
 def _synthetic(data_cfg, split):
     return SyntheticShapes(split, size=data_cfg.SYNTHETIC_SIZE, image_size=data_cfg.IMAGE_SIZE)
 
 
-@register_dataset("cifar10")
+@DATASET_REGISTRY.register(name="cifar10")
 def _cifar10(data_cfg, split):
     return load_cifar("cifar10", _root(data_cfg), split)
 
 
-@register_dataset("cifar100")
+@DATASET_REGISTRY.register(name="cifar100")
 def _cifar100(data_cfg, split):
     return load_cifar("cifar100", _root(data_cfg), split)
 
 
-@register_dataset("stl10")
+@DATASET_REGISTRY.register(name="stl10")
 def _stl10(data_cfg, split):
     return load_stl10(_root(data_cfg), split)
 
 
-@register_dataset("imagefolder")
+@DATASET_REGISTRY.register(name="imagefolder")
 def _imagefolder(data_cfg, split):
     return ImageFolderDataset(_root(data_cfg), split)
 
 
-@register_dataset("fashion_mnist")
+@DATASET_REGISTRY.register(name="fashion_mnist")
 def _fashion(data_cfg, split):
     return load_idx(_root(data_cfg, FASHION_MNIST_DEFAULT), split, FASHION_CLASSES)
 
 
-@register_dataset("mnist")
+@DATASET_REGISTRY.register(name="mnist")
 def _mnist(data_cfg, split):
     return load_idx(_root(data_cfg), split, [str(i) for i in range(10)])
 
 
 def build_dataset(data_cfg, split: str, limit: int = 0) -> Dataset:
-    if data_cfg.NAME not in DATASETS:
-        raise DatasetError(f"DATA.NAME '{data_cfg.NAME}' is unknown; choose one of: {', '.join(sorted(DATASETS))}.")
-    ds = DATASETS[data_cfg.NAME](data_cfg, split)
+    ds = DATASET_REGISTRY.get(data_cfg.NAME)(data_cfg, split)
     return subset(ds, limit) if limit else ds
 
 
@@ -88,12 +83,10 @@ def subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     return sub
 
 
-def targets_of(ds: Dataset) -> list[int]:
-    t = getattr(ds, "targets", None)
-    if t is None:
-        raise DatasetError("this dataset exposes no labels (targets).")
-    return [int(x) for x in t]
+def labelled_split(cfg) -> str:
+    """The labelled part of the training split (STL-10's unlabeled images have no class)."""
+    parts = [p for p in cfg.DATA.TRAIN_SPLIT.split("+") if p != "unlabeled"]
+    return "+".join(parts) or "train"
 
 
-__all__ = ["ArrayImageDataset", "DatasetError", "DATASETS", "build_dataset", "register_dataset", "subset",
-           "targets_of", "SyntheticShapes", "ImageFolderDataset", "load_cifar", "load_stl10", "load_idx"]
+__all__ = ["ArrayImageDataset", "DatasetError", "DATASET_REGISTRY", "build_dataset", "labelled_split", "subset", "SyntheticShapes", "ImageFolderDataset", "load_cifar", "load_stl10", "load_idx"]

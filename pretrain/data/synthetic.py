@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from ..seeding import derive_seed
+from .base import DatasetError
 
 CLASSES = ["disc", "square", "triangle", "cross", "ring", "h-stripes", "v-stripes", "checker", "diamond", "star"]
 _SPLIT_IDS = {"train": 0, "test": 1, "val": 1}
@@ -78,7 +79,7 @@ def render(label: int, rng: np.random.Generator, size: int) -> Image.Image:
 class SyntheticShapes(Dataset):
     def __init__(self, split: str = "train", size: int = 2000, image_size: int = 32, seed: int = 0):
         if split not in _SPLIT_IDS:
-            raise ValueError(f"the synthetic dataset has splits 'train' and 'test', not '{split}'.")
+            raise DatasetError(f"the synthetic dataset has splits 'train' and 'test', not '{split}'.")
         self.split, self.size, self.image_size, self.seed = split, size, image_size, seed
         self.classes = list(CLASSES)
         self.targets = [i % len(CLASSES) for i in range(size)]

@@ -14,7 +14,6 @@ written atomically: Detectron2 recognises it as its own format only with both 'm
 """
 from __future__ import annotations
 
-import argparse
 import pickle
 import re
 import sys
@@ -24,17 +23,18 @@ import numpy as np
 import torch
 
 from pretrain.checkpoint import KIND as PRETRAIN_KIND
+from pretrain.color import STREAMS as CMC_STREAMS
+from pretrain.common import CHECKPOINT_HELP, UserError, cli_main, command_parser
 from pretrain.checkpoint import CheckpointError, backbone_state_dict
 from pretrain.io import atomic_path
 
 from .resnet_table import depth_of, detectron2_resnet_shapes
 
 AUTHOR = "ringnce"
-CMC_STREAMS = ("l", "ab")
 
 
-class ExportError(ValueError):
-    pass
+class ExportError(UserError):
+    """An input that is not a ResNet Detectron2 can load (one sentence)."""
 
 
 def torchvision_to_detectron2(name: str) -> str:
@@ -161,23 +161,42 @@ def export(src: str | Path, dst: str | Path, expect_depth: int | None = None) ->
                "ringnce_source": source_info(src)}
     with atomic_path(dst) as tmp, open(tmp, "wb") as f:
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"depth": depth, "streams": [s or "rgb" for s in streams], "tensors": len(model)}
+    width = int(next(v for k, v in model.items() if k.endswith("stem.conv1.weight")).shape[0])
+    return {"depth": depth, "streams": [s or "rgb" for s in streams], "tensors": len(model), "width": width}
 
 
+def config_requirements(info: dict) -> list[str]:
+    """What a Detectron2 config must set for these weights, and the shipped configs that set it.
+
+    Detectron2's stock configs (BGR input, Caffe pixel statistics, stride in the 1x1 conv) load these
+    weights without a warning and compute wrong features."""
+    depth, cmc = info["depth"], info["streams"] != ["rgb"]
+    lines = ["INPUT.FORMAT RGB", "MODEL.PIXEL_MEAN [123.675, 116.280, 103.530]",
+             "MODEL.PIXEL_STD [58.395, 57.120, 57.375]", "MODEL.RESNETS.STRIDE_IN_1X1 False",
+             f"MODEL.RESNETS.DEPTH {depth}", f"MODEL.RESNETS.RES2_OUT_CHANNELS {64 if depth < 50 else 256}"]
+    if cmc:
+        lines += ["MODEL.BACKBONE.NAME build_cmc_resnet_fpn_backbone (or build_cmc_resnet_backbone for C4)",
+                  f"MODEL.CMC.WIDTH {info['width']}"]
+    from . import CONFIG_ROOT
+
+    shipped = sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.glob(f"*/*_R_{depth}_*.yaml"))
+    return lines, shipped
+
+
+@cli_main("ring-export")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ring-export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint")
-    p.add_argument("-o", "--output", required=True, help="the .pkl to write")
+    p = command_parser("ring-export", __doc__, checkpoint=CHECKPOINT_HELP + ", or a ResNet state dict",
+                       output="the .pkl file to write", output_required=True)
     p.add_argument("--depth", type=int, default=None, help="refuse unless the backbone has this depth")
     args = p.parse_args(argv)
-    try:
-        info = export(args.checkpoint, args.output, args.depth)
-    except ExportError as e:
-        print(f"ring-export: error: {e}", file=sys.stderr)
-        return 2
+    info = export(args.checkpoint, args.output, args.depth)
     print(f"[ring-export] ResNet-{info['depth']} ({', '.join(info['streams'])}), {info['tensors']} tensors -> "
           f"{args.output}")
+    needs, shipped = config_requirements(info)
+    print("[ring-export] the Detectron2 config must set (stock configs load these weights silently and compute "
+          "wrong features):\n  " + "\n  ".join(needs))
+    if shipped:
+        print("[ring-export] shipped configs that set these (detectron_configs/): " + ", ".join(shipped))
     return 0
 
 

@@ -1,5 +1,5 @@
 """Detectron2 registrations: C4 heads for every ResNet depth (MoCo's with a norm after res5), and the CMC
-two-stream backbone."""
+two-stream backbone.  Both extend Detectron2 through its public seams (``from_config``, the registries)."""
 from __future__ import annotations
 
 import torch
@@ -9,33 +9,64 @@ from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
-from detectron2.modeling.roi_heads import Res5ROIHeads
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers, ROIHeads, Res5ROIHeads, build_mask_head
 
-from pretrain.contrastive.objectives.cmc import LAB_MEAN, LAB_STD
+from pretrain.color import STREAMS, rgb01_to_normalized_lab, split_streams, stream_channels
 
+from . import TransferError
 from .resnet_table import DEPTHS
 
 
 def res5_head_stage(cfg) -> tuple[torch.nn.Sequential, int]:
-    """res5 as the RoI head, built for the backbone's depth: Detectron2's own builder always makes three
-    bottleneck blocks, so a ResNet-18/34 res5 (basic blocks, 2 or 3 of them) would not match its weights."""
+    """res5 as the RoI head, built for the backbone's depth (stride 2 in its first block): three bottleneck
+    blocks for R50/101 (as Detectron2 builds them), the depth's basic blocks for R18/34, so that the
+    pretrained res5 weights load by suffix."""
     r = cfg.MODEL.RESNETS
     kind, blocks = DEPTHS[r.DEPTH]
-    if kind == "bottleneck":
-        return Res5ROIHeads._build_res5_block(cfg)
     out_channels = r.RES2_OUT_CHANNELS * 8
-    stage = ResNet.make_stage(BasicBlock, blocks[3], stride_per_block=[2] + [1] * (blocks[3] - 1),
-                              in_channels=out_channels // 2, out_channels=out_channels, norm=r.NORM)
+    strides = [2] + [1] * (blocks[3] - 1)
+    if kind == "bottleneck":
+        if r.DEFORM_ON_PER_STAGE[-1]:
+            raise TransferError("MODEL.RESNETS.DEFORM_ON_PER_STAGE: a deformable res5 cannot be the C4 RoI head; "
+                                "set its last entry to False.")
+        stage = ResNet.make_stage(BottleneckBlock, blocks[3], stride_per_block=strides, in_channels=out_channels // 2,
+                                  bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * 8, out_channels=out_channels,
+                                  num_groups=r.NUM_GROUPS, norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1)
+    else:
+        stage = ResNet.make_stage(BasicBlock, blocks[3], stride_per_block=strides, in_channels=out_channels // 2,
+                                  out_channels=out_channels, norm=r.NORM)
     return torch.nn.Sequential(*stage), out_channels
 
 
 @ROI_HEADS_REGISTRY.register()
 class Res5ROIHeadsAnyDepth(Res5ROIHeads):
-    """Res5ROIHeads for every ResNet depth, ResNet-18/34 included (the paper's backbone in a C4 model)."""
+    """Res5ROIHeads for every ResNet depth, ResNet-18/34 included (the paper's backbone in a C4 model).
+
+    Detectron2's Res5ROIHeads always builds three bottleneck blocks; ``from_config`` (its public seam)
+    builds the pooler, the depth's res5, the box predictor and the mask head, in Detectron2's order."""
+
+    extra_norm = False
 
     @classmethod
-    def _build_res5_block(cls, cfg):
-        return res5_head_stage(cfg)
+    def from_config(cls, cfg, input_shape):
+        ret = ROIHeads.from_config(cfg)
+        in_features = ret["in_features"] = cfg.MODEL.ROI_HEADS.IN_FEATURES
+        if cfg.MODEL.KEYPOINT_ON or len(in_features) != 1:
+            raise TransferError("a C4 RoI head takes one feature map (MODEL.ROI_HEADS.IN_FEATURES) and no keypoint "
+                                "head (MODEL.KEYPOINT_ON False); use an FPN config for keypoints.")
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        ret["pooler"] = ROIPooler(output_size=resolution, scales=(1.0 / input_shape[in_features[0]].stride,),
+                                  sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+                                  pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE)
+        ret["res5"], out_channels = res5_head_stage(cfg)
+        if cls.extra_norm:
+            ret["res5"].add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
+        ret["box_predictor"] = FastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1))
+        if cfg.MODEL.MASK_ON:
+            ret["mask_head"] = build_mask_head(cfg, ShapeSpec(channels=out_channels, width=resolution,
+                                                              height=resolution))
+        return ret
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -44,11 +75,7 @@ class Res5ROIHeadsExtraNorm(Res5ROIHeadsAnyDepth):
     pretrained res5 never saw a normalisation after its last residual sum, and the box head trains better
     with one."""
 
-    @classmethod
-    def _build_res5_block(cls, cfg):
-        seq, out_channels = res5_head_stage(cfg)
-        seq.add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
-        return seq, out_channels
+    extra_norm = True
 
 
 def add_cmc_config(cfg: CfgNode) -> None:
@@ -80,20 +107,19 @@ class CMCResNet(Backbone):
         r = cfg.MODEL.RESNETS
         self._out_features = list(out_features or r.OUT_FEATURES)
         args = (cfg.MODEL.CMC.WIDTH, r.DEPTH, r.NORM, self._out_features, cfg.MODEL.BACKBONE.FREEZE_AT)
-        self.l, self.ab = _stream(1, *args), _stream(2, *args)
+        for name in STREAMS:  # attributes 'l' and 'ab': the prefixes of the exported weights
+            self.add_module(name, _stream(stream_channels(name), *args))
         self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1), False)
-        self._out_feature_channels = {f: 2 * self.l._out_feature_channels[f] for f in self._out_features}
+        self._out_feature_channels = {f: sum(getattr(self, s)._out_feature_channels[f] for s in STREAMS)
+                                      for f in self._out_features}
         self._out_feature_strides = {f: self.l._out_feature_strides[f] for f in self._out_features}
 
     def forward(self, x):
-        import kornia
-
         rgb = ((x * self.pixel_std + self.pixel_mean) / 255.0).clamp(0, 1)  # undo the model's normalisation
-        lab = kornia.color.rgb_to_lab(rgb)
-        lab = (lab - lab.new_tensor(LAB_MEAN).view(1, 3, 1, 1)) / lab.new_tensor(LAB_STD).view(1, 3, 1, 1)
-        fl, fab = self.l(lab[:, :1]), self.ab(lab[:, 1:])
-        return {k: torch.cat([fl[k], fab[k]], dim=1) for k in self._out_features}
+        views = split_streams(rgb01_to_normalized_lab(rgb))
+        feats = [getattr(self, s)(views[s]) for s in STREAMS]
+        return {k: torch.cat([f[k] for f in feats], dim=1) for k in self._out_features}
 
     def output_shape(self):
         return {f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])

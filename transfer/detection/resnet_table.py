@@ -8,8 +8,7 @@ running_mean, running_var (FrozenBN and BN alike).
 """
 from __future__ import annotations
 
-DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
-          101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
+from pretrain.backbones import RESNET_DEPTHS as DEPTHS
 NORM = ("weight", "bias", "running_mean", "running_var")
 
 

@@ -117,12 +117,12 @@ def ensure_scenes(root: str | Path, size: int = 128, num_train: int = 96, num_va
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--out", default="data/scenes")
+    p.add_argument("-o", "--output", default="data/scenes", help="output directory")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--train", type=int, default=96)
     p.add_argument("--val", type=int, default=32)
     args = p.parse_args(argv)
-    for name, folder in ensure_scenes(args.out, args.size, args.train, args.val).items():
+    for name, folder in ensure_scenes(args.output, args.size, args.train, args.val).items():
         print(f"{name}: {folder}")
     return 0
 

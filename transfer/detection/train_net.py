@@ -1,13 +1,14 @@
 """ring-train-net: Detectron2's train_net with our configs, datasets, heads and evaluators.
 
-    ring-train-net --config-file detectron_configs/cpu/scenes_mask_rcnn_R_18_FPN.yaml \\
-        MODEL.WEIGHTS runs/moco/model_final.pkl OUTPUT_DIR runs/moco/det_scenes
-    ring-train-net --config-file detectron_configs/moco/mask_rcnn_R_50_FPN_1x_moco.yaml --num-gpus 8 \\
-        MODEL.WEIGHTS r50.pkl OUTPUT_DIR runs/coco_r50
-    ring-train-net --config-file ... --eval-only MODEL.WEIGHTS runs/coco_r50/model_final.pth
+    ring-train-net --config-file cpu/scenes_mask_rcnn_R_18_FPN.yaml -o runs/moco/det_scenes \\
+        MODEL.WEIGHTS runs/moco/model_final.pkl
+    ring-train-net --config-file moco/mask_rcnn_R_50_FPN_1x_moco.yaml --num-gpus 8 -o runs/coco_r50 \\
+        MODEL.WEIGHTS r50.pkl
+    ring-train-net --config-file ... --eval-only -o runs/coco_r50 MODEL.WEIGHTS runs/coco_r50/model_final.pth
 
 Flags are Detectron2's (--config-file, --num-gpus, --num-machines, --machine-rank, --dist-url, --resume,
---eval-only, trailing KEY VALUE overrides), plus --dataset NAME JSON IMAGE_DIR to register any
+--eval-only, trailing KEY VALUE overrides; OUTPUT_DIR works as an override too), plus -o/--output (the
+output directory, as every ringnce command), --dataset NAME JSON IMAGE_DIR to register any
 COCO-format json (repeatable) and --keypoint-flip-map for its keypoints.  Registered here besides
 Detectron2's builtin COCO 2017 / VOC 2007+2012 (under $DETECTRON2_DATASETS): the synthetic scenes
 (scenes_{instances,keypoints}_{train,val}, generated on first use under $RINGNCE_SCENES, default
@@ -33,19 +34,16 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch  # noqa: E402
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # noqa: E402
 
+from pretrain.common import NumpyOnlyUnpickler, add_output, cli_main, find_file  # noqa: E402
 from pretrain.io import write_summary  # noqa: E402
 
+from . import CONFIG_ROOT, TransferError  # noqa: E402
 from . import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
 from .scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "detectron_configs"
-
-
-class TransferError(ValueError):
-    """A user-fixable problem (config, dataset, weights); one sentence."""
 
 
 # -- datasets ----------------------------------------------------------------------------------------
@@ -96,12 +94,7 @@ def register_custom(name: str, json_file: str, image_root: str, flip_map: str | 
 # -- config ------------------------------------------------------------------------------------------
 def resolve_config(config_file: str) -> Path:
     """A path, or one relative to detectron_configs/ (e.g. cpu/scenes_mask_rcnn_R_18_FPN.yaml)."""
-    path = Path(config_file)
-    if not path.is_file() and (CONFIG_ROOT / config_file).is_file():
-        path = CONFIG_ROOT / config_file
-    if not path.is_file():
-        raise TransferError(f"config file {config_file} does not exist (the shipped ones are under {CONFIG_ROOT}).")
-    return path
+    return find_file(config_file, CONFIG_ROOT, "Detectron2 config file", pattern="*/*.yaml", error=TransferError)
 
 
 def load_cfg(config_file: str, opts: list[str] | None = None):
@@ -136,11 +129,9 @@ def weights_source(weights: str) -> dict:
     """What ring-export recorded about the pretraining run behind a .pkl (method, estimator, backbone)."""
     if not weights.endswith(".pkl") or not Path(weights).is_file():
         return {}
-    from pretrain.data.base import _NumpyOnlyUnpickler
-
     try:
         with open(weights, "rb") as f:  # arrays and plain containers only: a .pkl cannot run code here
-            data = _NumpyOnlyUnpickler(f).load()
+            data = NumpyOnlyUnpickler(f).load()
     except pickle.UnpicklingError:
         return {}  # not one of ours (Detectron2 itself will load or reject it)
     return data.get("ringnce_source", {}) if isinstance(data, dict) else {}
@@ -148,6 +139,20 @@ def weights_source(weights: str) -> dict:
 
 # -- training ----------------------------------------------------------------------------------------
 class Trainer(DefaultTrainer):
+    """Detectron2's trainer with our evaluators; it keeps the last evaluation's results (``eval_results``)
+    for the summary, through its own evaluation hook (``build_hooks``)."""
+
+    eval_results: dict | None = None
+
+    def build_hooks(self):
+        out = super().build_hooks()
+        keep = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_keep)
+        return [keep if isinstance(h, hooks.EvalHook) else h for h in out]
+
+    def _test_and_keep(self):
+        self.eval_results = self.test(self.cfg, self.model)
+        return self.eval_results
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if dataset_name.startswith("voc_"):
@@ -171,7 +176,7 @@ def flatten_results(results: dict) -> dict[str, float]:
 
 def setup(args):
     args.config_file = str(resolve_config(args.config_file))
-    cfg = load_cfg(args.config_file, args.opts)
+    cfg = load_cfg(args.config_file, args.opts + (["OUTPUT_DIR", args.output] if args.output else []))
     for spec in args.dataset or []:
         register_custom(*spec, flip_map=args.keypoint_flip_map)
     register_scenes(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
@@ -181,7 +186,8 @@ def setup(args):
     return cfg
 
 
-def main(args):
+def train(args):
+    """One process's work (Detectron2's ``launch`` target): train or evaluate, then write the summary."""
     cfg = setup(args)
     t0 = time.perf_counter()
     if args.eval_only:
@@ -192,8 +198,8 @@ def main(args):
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         start = trainer.start_iter
-        trainer.train()  # returns results only with TEST.EXPECTED_RESULTS; the eval hook keeps the last ones
-        results = getattr(trainer, "_last_eval_results", None)
+        trainer.train()
+        results = trainer.eval_results
         iters = cfg.SOLVER.MAX_ITER - start
     seconds = time.perf_counter() - t0
     if comm.is_main_process():
@@ -223,24 +229,22 @@ def build_parser():
     p.add_argument("--dataset", nargs=3, action="append", metavar=("NAME", "JSON", "IMAGE_DIR"),
                    help="register a COCO-format dataset (repeatable)")
     p.add_argument("--keypoint-flip-map", default=None, help="for keypoint --dataset: a:b,c:d pairs, or 'none'")
+    add_output(p, "output directory (the same as the override OUTPUT_DIR)")
     return p
 
 
-def cli(argv: list[str] | None = None) -> int:
+@cli_main("ring-train-net")
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        import torch
+    import torch
 
-        if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
-            raise TransferError(f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA devices and this machine has "
-                                f"{torch.cuda.device_count()}; use --num-gpus 1 (CPU or one GPU).")
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except TransferError as e:
-        print(f"ring-train-net: error: {e}", file=sys.stderr)
-        return 2
+    if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
+        raise TransferError(f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA devices and this machine has "
+                            f"{torch.cuda.device_count()}; use --num-gpus 1 (CPU or one GPU).")
+    launch(train, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

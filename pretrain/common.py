@@ -1,0 +1,156 @@
+"""What every part of ringnce shares: the user-error type, the registry type, the CLI runner, device
+resolution, "a path or a shipped name" lookup, and the safe unpickler.
+
+``pretrain``, ``meta_dataset`` and ``transfer`` all import from here (imports run one way: this module
+imports nothing of the project).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from fvcore.common.registry import Registry as _FvRegistry
+
+
+# -- errors ------------------------------------------------------------------------------------------
+class UserError(Exception):
+    """A problem the user can fix (a file, a key, a value): its message is one sentence naming the file or
+    key and the fix.  Every command reports these in one line; any other exception keeps its traceback,
+    because it is a bug."""
+
+
+def cli_main(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., int]]:
+    """Decorates a command's ``main(argv) -> exit code``: a ``UserError`` prints ``prog: error: ...`` on
+    stderr and exits 2; anything else propagates with its traceback."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs) -> int:
+            try:
+                return int(fn(*args, **kwargs) or 0)
+            except UserError as e:
+                print(f"{prog}: error: {e}", file=sys.stderr)
+                return 2
+        return wrapper
+    return deco
+
+
+CHECKPOINT_HELP = "a ring-pretrain run directory or one of its checkpoint_*.pth files"
+
+
+def command_parser(prog: str, doc: str | None, checkpoint: str | None = None, optional_checkpoint: bool = False,
+                   output: str | None = None, output_required: bool = False) -> argparse.ArgumentParser:
+    """The parser every command starts from: its module docstring as help, a positional ``checkpoint``
+    (when the command reads one; ``checkpoint`` is its help text) and ``-o/--output`` (when it writes;
+    ``output`` says whether a directory or a file)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if checkpoint:
+        p.add_argument("checkpoint", help=checkpoint, **({"nargs": "?", "default": None} if optional_checkpoint else {}))
+    if output:
+        add_output(p, output, output_required)
+    return p
+
+
+def add_output(parser: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    parser.add_argument("-o", "--output", default=None, required=required, help=help)
+
+
+# -- registries --------------------------------------------------------------------------------------
+class Registry(_FvRegistry):
+    """fvcore's ``Registry`` (the one Detectron2 uses), with two additions:
+
+    - ``register(name=...)`` registers under a chosen name (config values are lower-case words such as
+      ``moco``), not only under ``obj.__name__``;
+    - ``get(name)`` of an unknown name raises a ``UserError`` naming the config key (``key``) and the
+      registered choices.
+
+    Each registry's docstring (``__doc__``) states the contract its members fulfil."""
+
+    def __init__(self, name: str, key: str, doc: str = ""):
+        super().__init__(name)
+        self.key = key
+        self.__doc__ = doc
+
+    def register(self, obj: Any = None, *, name: str | None = None) -> Any:
+        if obj is None:
+            def deco(func_or_class):
+                self._do_register(name or func_or_class.__name__, func_or_class)
+                return func_or_class
+            return deco
+        self._do_register(name or obj.__name__, obj)
+        return obj
+
+    def get(self, name: str) -> Any:
+        if name not in self:
+            raise UserError(f"{self.key} '{name}' is unknown; choose one of: {', '.join(self.names())}.")
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return sorted(n for n, _ in self)
+
+
+# -- schemas ---------------------------------------------------------------------------------------
+def check_keys(user: dict, ref: dict, where: str, prefix: str = "", error: type[UserError] = UserError,
+               what: str = "key") -> None:
+    """Every key of ``user`` must exist in ``ref`` (recursively: a mapping where ``ref`` has one, a list or
+    tuple where ``ref`` has one); otherwise one sentence naming ``where``, the key and the valid keys."""
+    for key, value in (user or {}).items():
+        if key not in ref:
+            valid = ", ".join(f"{prefix}{k}" for k in sorted(ref))
+            raise error(f"{where}: unknown {what} '{prefix}{key}'; valid keys here are: {valid}.")
+        expected = ref[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise error(f"{where}: '{prefix}{key}' must be a section (a mapping), not {value!r}.")
+            check_keys(value, expected, where, f"{prefix}{key}.", error, what)
+        elif isinstance(expected, (list, tuple)) and not isinstance(value, (list, tuple)):
+            raise error(f"{where}: '{prefix}{key}' must be a list, got {value!r}.")
+
+
+# -- devices -----------------------------------------------------------------------------------------
+def resolve_device(name: str):
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; CUDA without a GPU is a UserError."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"DEVICE is '{name}' but no CUDA device is available; set DEVICE cpu or auto.")
+    return torch.device(name)
+
+
+# -- files -------------------------------------------------------------------------------------------
+def find_file(name: str | os.PathLike, shipped: Path, what: str, suffixes: Iterable[str] = (".yaml",),
+              pattern: str = "*.yaml", hint: str = "", error: type[UserError] = UserError) -> Path:
+    """``name`` as a path when it is a file, else a file shipped under ``shipped`` (with or without one of
+    ``suffixes``); otherwise one sentence listing the shipped names."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (shipped / p, *(shipped / f"{p}{s}" for s in suffixes)):
+        if cand.is_file():
+            return cand
+    names = sorted(str(x.relative_to(shipped).with_suffix("")) for x in shipped.glob(pattern))
+    raise error(f"{what} '{name}' does not exist; give a path or one of: {', '.join(names)}{hint}.")
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only, so that a data or weights pickle from elsewhere
+    cannot run code when it is read."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"), ("builtins", "object"), ("_codecs", "encode"),
+        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),  # pickle protocol 5
+    })
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a pickle")
