@@ -56,13 +56,15 @@ def get_defaults() -> CfgNode:
     C.RING = CfgNode()
     C.RING.OUTER = 0.1  # final outer fraction o: keep ranks < floor(o * N)
     C.RING.INNER = 0.1  # inner fraction iota of the outer set: drop ranks < floor(iota * floor(o * N))
-    C.RING.SCHEDULE = "constant"  # see pretrain.contrastive.schedules.SCHEDULE_REGISTRY
-    C.RING.ANNEAL_EPOCHS = 0.0  # epochs over which o moves from 1.0 to OUTER (0: no annealing)
-    C.RING.STEP_EPOCHS = 10.0  # step schedule: epochs between drops
-    C.RING.STEP_GAMMA = 0.5  # step schedule: factor per drop
-    C.RING.EXP_DECAY = 0.999  # exponential schedule: factor per iteration
-    C.RING.ADAPTIVE_DELTA = 0.01  # adaptive schedule: change of o per step
-    C.RING.ADAPTIVE_WINDOW = 10  # adaptive schedule: moving-mean window of the loss
+    # constant | linear | step | exponential | adaptive | adaptive_acc (the authors' policies, exactly:
+    # pretrain.contrastive.schedules)
+    C.RING.SCHEDULE = "constant"
+    C.RING.ANNEAL_EPOCHS = 0.0  # the span A over which linear/step/exponential move o from 1.0 to OUTER
+    C.RING.EXP_DECAY = 0.1  # exponential: OUTER + (1 - OUTER) * exp(-EXP_DECAY * step)
+    C.RING.ADAPTIVE_DELTA = 0.01  # adaptive (on the loss): change of o per step
+    C.RING.ADAPTIVE_WINDOW = 10  # adaptive: the moving mean's window, in steps
+    C.RING.ADAPTIVE_ACC_DELTA = 0.05  # adaptive_acc (on the kNN accuracy): change of o per evaluation
+    C.RING.ADAPTIVE_ACC_WINDOW = 5  # adaptive_acc: the moving mean's window, in evaluations
 
     C.MOCO = CfgNode()
     C.MOCO.QUEUE_SIZE = 4096

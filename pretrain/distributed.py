@@ -56,6 +56,17 @@ def all_reduce_mean(value: float) -> float:
     return float(t.item()) / get_world_size()
 
 
+def broadcast_float(value: float | None, src: int = 0) -> float:
+    """Rank ``src``'s value on every rank."""
+    if not is_dist():
+        return float(value)
+    t = torch.tensor([value if value is not None else 0.0], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src)
+    return float(t.item())
+
+
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()

@@ -19,7 +19,7 @@ from . import distributed as D
 from .augment import TransformedDataset, TwoViewDataset, build_train_transform, eval_transform
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .common import resolve_device
-from .config import CfgNode, get_key
+from .config import CfgNode, ConfigError, get_key
 from .contrastive.objectives import build_objective, objective_class
 from .data import build_dataset, labelled_split
 from .evaluate import extract_features, knn_predict, topk_accuracy
@@ -90,10 +90,12 @@ class Trainer:
         """The loop's concerns, in the order they run (override to add one)."""
         cfg = self.cfg
         self.writer = MetricsWriter(cfg, self.main)
-        hooks: list[Hook] = [LossFeed()] if self.objective.schedule.needs_loss else []
+        hooks: list[Hook] = [LossFeed()] if self.objective.schedule.observes == "loss" else []
         hooks.append(self.writer)
         if cfg.KNN.ENABLED:
             hooks.append(KNNMonitor(cfg, self.writer))
+        elif self.objective.schedule.observes == "knn":
+            raise ConfigError(f"RING.SCHEDULE {cfg.RING.SCHEDULE} adapts to the kNN accuracy; set KNN.ENABLED True.")
         return hooks + [PeriodicCheckpointer(cfg)]
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -163,7 +165,7 @@ class Trainer:
 
     def step(self, v1, v2, index) -> dict:
         """One optimizer step on one batch; returns the objective's stats."""
-        self.objective.set_progress(self.iter, self.progress_epochs())
+        self.objective.set_progress(self.iter)
         v1, v2, index = self._to_device(v1), self._to_device(v2), index.to(self.device)
         with self.amp_context():
             loss, stats = self.model(v1, v2, index)

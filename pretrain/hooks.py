@@ -34,7 +34,7 @@ class LossFeed(Hook):
     when the schedule asks for it."""
 
     def after_step(self, trainer, stats):
-        trainer.objective.observe_loss(D.all_reduce_mean(trainer.loss_value()))
+        trainer.objective.observe(D.all_reduce_mean(trainer.loss_value()))
 
 
 class MetricsWriter(Hook):
@@ -103,6 +103,8 @@ class KNNMonitor(Hook):
         if trainer.epoch % self.every and trainer.epoch != self.epochs:
             return
         trainer.last_knn = trainer.knn_monitor()
+        if trainer.objective.schedule.observes == "knn":  # every rank adapts to rank 0's accuracy
+            trainer.objective.observe(D.broadcast_float(trainer.last_knn))
         trainer.log.write(iter=trainer.iter, epoch=trainer.epoch, knn_top1=trainer.last_knn)
         self.writer.scalars("eval", {"knn_top1": trainer.last_knn}, trainer.iter)
         if trainer.main:

@@ -1,3 +1,4 @@
+import numpy as np
 import math
 
 import pytest
@@ -89,35 +90,70 @@ def _ring_cfg(**kv):
     return load_config(None, opts).RING
 
 
-def test_schedules_match_their_formulas():
-    lin = build_schedule(_ring_cfg(SCHEDULE="linear", OUTER=0.1, ANNEAL_EPOCHS=100))
-    assert lin(0, 0.0) == 1.0 and lin(0, 50.0) == pytest.approx(0.55) and lin(0, 100.0) == pytest.approx(0.1)
-    assert lin(0, 150.0) == pytest.approx(0.1)
-    assert build_schedule(_ring_cfg(SCHEDULE="linear", ANNEAL_EPOCHS=0))(0, 5.0) == pytest.approx(0.1)
-    assert build_schedule(_ring_cfg(SCHEDULE="constant", OUTER=0.3))(999, 9.0) == 0.3
-    step = build_schedule(_ring_cfg(SCHEDULE="step", OUTER=0.1, STEP_EPOCHS=10, STEP_GAMMA=0.5))
-    assert [step(0, e) for e in (0, 9.9, 10, 25, 40)] == [1.0, 1.0, 0.5, 0.25, 0.1]
-    exp = build_schedule(_ring_cfg(SCHEDULE="exponential", OUTER=0.1, EXP_DECAY=0.99))
-    assert exp(10, 0) == pytest.approx(0.99 ** 10) and exp(10_000, 0) == 0.1
+def authors_schedule(kind, total, span, minimum=0.1):
+    """The authors' policies (mhw32/contrastive-ring-public, src/utils/policy.py), written out with NumPy:
+    the whole schedule as an array indexed by the optimizer step."""
+    tail = np.ones(total - span + 1) * minimum
+    if kind == "linear":
+        head = np.linspace(minimum, 1.0, span)[::-1]
+    elif kind == "step":
+        levels = np.arange(minimum, 1.0 + 0.1, 0.1)[::-1]
+        head = np.repeat(levels, int(span / len(levels)))
+    else:
+        head = (1.0 - minimum) * np.exp(-0.1 * np.arange(span)) + minimum
+    return np.concatenate([head, tail])
 
 
-def test_adaptive_schedule_follows_the_loss():
-    s = build_schedule(_ring_cfg(SCHEDULE="adaptive", OUTER=0.9, ADAPTIVE_DELTA=0.01, ADAPTIVE_WINDOW=3))
-    assert s.needs_loss and s(0, 0) == 1.0
-    for loss in (5.0, 5.0, 5.0):  # filling the window: no change
-        s.observe(loss)
-    assert s(0, 0) == 1.0
-    s.observe(4.0)  # below the mean of the last 3: harder
-    assert s(0, 0) == pytest.approx(0.99)
+@pytest.mark.parametrize("kind", ["linear", "step", "exponential"])
+@pytest.mark.parametrize("iters,epochs,anneal", [(195, 200, 100), (7, 6, 3)])  # CIFAR-10 at batch 256; a small one
+def test_annealing_equals_the_authors_policy_at_every_step(kind, iters, epochs, anneal):
+    total, span = iters * epochs, int(anneal * iters)
+    ref = authors_schedule(kind, total, span)
+    ours = build_schedule(_ring_cfg(SCHEDULE=kind, OUTER=0.1, ANNEAL_EPOCHS=anneal), iters)
+    got = np.array([ours(s) for s in range(total)])
+    np.testing.assert_allclose(got, ref[:total], rtol=0, atol=1e-12)
+    assert ours(0) == pytest.approx(1.0) and ours(span) == 0.1 and ours(total + 50) == 0.1  # start, end, after
+
+
+def test_annealing_check_values_at_the_cifar_setting():
+    """Hand-computed at 195 iterations/epoch, annealing over 100 epochs (A = 19,500)."""
+    def sched(kind):
+        return build_schedule(_ring_cfg(SCHEDULE=kind, OUTER=0.1, ANNEAL_EPOCHS=100), 195)
+    assert sched("linear")(1000) == pytest.approx(1 - 0.9 * 1000 / 19499, abs=1e-12)  # 0.953844
+    assert sched("linear")(19499) == pytest.approx(0.1) and sched("linear")(9749.5) == pytest.approx(0.55)
+    assert (sched("step")(1949), sched("step")(1950), sched("step")(19499)) == (1.0, 0.9, 0.1)
+    assert sched("step")(5 * 1950) == pytest.approx(0.5)
+    assert sched("exponential")(10) == pytest.approx(0.1 + 0.9 * math.exp(-1.0), abs=1e-12)  # 0.431091
+    assert sched("constant")(123) == 0.1
+    assert build_schedule(_ring_cfg(SCHEDULE="linear", ANNEAL_EPOCHS=0), 195)(0) == pytest.approx(0.1)
+
+
+def test_adaptive_schedules_follow_the_authors_rule():
+    s = build_schedule(_ring_cfg(SCHEDULE="adaptive", OUTER=0.1, ADAPTIVE_DELTA=0.01, ADAPTIVE_WINDOW=3), 10)
+    assert s.observes == "loss" and s(0) == 1.0
+    s.observe(5.0)  # the first step: nothing to compare with
+    assert s(1) == 1.0
+    s.observe(4.0)  # below the mean (5): harder
+    assert s(2) == pytest.approx(0.99)
+    s.observe(4.5)  # equal to the mean of (5, 4): unchanged
+    assert s(3) == pytest.approx(0.99)
     s.observe(9.0)  # above: easier
-    assert s(0, 0) == pytest.approx(1.0)
+    assert s(4) == pytest.approx(1.0)
+    s.observe(100.0)  # clamped at 1
+    assert s(5) == 1.0
     state = s.state_dict()
-    for i in range(50):
-        s.observe(-float(i))  # a falling loss keeps tightening the ring
-    assert s(0, 0) == pytest.approx(0.9)  # clamped at OUTER
+    for i in range(200):
+        s.observe(-float(i))  # a falling loss keeps making it harder, down to RING.OUTER
+    assert s(0) == pytest.approx(0.1)
     s.load_state_dict(state)
-    assert s(0, 0) == pytest.approx(1.0)
-
+    assert s(0) == 1.0 and s.history == [4.5, 9.0, 100.0]
+    acc = build_schedule(_ring_cfg(SCHEDULE="adaptive_acc", OUTER=0.1), 10)  # delta 0.05, window 5
+    assert acc.observes == "knn" and acc.lower_is_better is False
+    for top1 in (10.0, 20.0, 30.0):  # a rising accuracy: harder
+        acc.observe(top1)
+    assert acc(0) == pytest.approx(0.9)
+    acc.observe(1.0)  # a drop below the mean: easier
+    assert acc(0) == pytest.approx(0.95)
 
 def test_loss_equals_hand_computed_cross_entropy():
     pos = torch.tensor([0.5, -0.2])

@@ -146,3 +146,15 @@ def test_memory_format_follows_config_on_cpu(tmp_path, tiny_opts, channels_last)
     assert convs and all(w.is_contiguous(memory_format=fmt) for w in convs)
     x = t._to_device(torch.rand(4, 3, 16, 16))
     assert x.is_contiguous(memory_format=fmt) and (channels_last != x.is_contiguous())
+
+
+def test_adaptive_acc_schedule_follows_the_knn_monitor(tmp_path, tiny_opts, capsys):
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "RING.SCHEDULE": "adaptive_acc", "SOLVER.EPOCHS": 3})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    state = load_checkpoint(run)["objective_extra"]["schedule"]
+    knn = [json.loads(line)["knn_top1"] for line in (run / "metrics.jsonl").read_text().splitlines()
+           if "knn_top1" in line]
+    assert state["history"] == pytest.approx(knn) and len(knn) == 3
+    assert pretrain_main(["-o", str(tmp_path / "no_knn"), *opts_with(opts, **{"KNN.ENABLED": False})]) == 2
+    assert "adapts to the kNN accuracy; set KNN.ENABLED True" in capsys.readouterr().err

@@ -19,7 +19,7 @@ A member is an ``nn.Module`` class (usually a ``base.ContrastiveObjective``) bui
 - ``backbone``: the trunk evaluated and exported after pretraining, and the classmethod
   ``build_backbone(cfg)`` that makes an untrained one of the same architecture,
 - ``views``: how many augmented views of each image a step takes (1 or 2),
-- ``set_progress(it, epoch)`` / ``observe_loss(loss)``: what the ring's schedule needs,
+- ``set_progress(step)`` / ``observe(metric)``: what the ring's schedule needs,
 - ``extra_state()`` / ``load_extra_state()``: non-tensor state (schedule, sampler RNG) for checkpoints.""")
 
 for _m in pkgutil.iter_modules(__path__):

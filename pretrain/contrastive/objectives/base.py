@@ -26,22 +26,25 @@ class ContrastiveObjective(nn.Module):
 
         return build_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.SMALL_STEM, width=cfg.MODEL.WIDTH)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, dataset_size: int, global_batch: int):
         super().__init__()
         self.temperature = float(cfg.OBJECTIVE.TEMPERATURE)
         self.estimator = build_estimator(cfg)
         self.sampler = self.estimator.sampler
-        self.schedule = build_schedule(cfg.RING)
-        self.outer = self.schedule(0, 0.0)
+        # optimizer steps per epoch, as the engine's sampler counts them (full batches only)
+        self.schedule = build_schedule(cfg.RING, max(1, dataset_size // global_batch))
+        self.outer = self.schedule(0)
         self.generator = torch.Generator().manual_seed(int(cfg.SEED) + 17)  # negative draws, shuffle-BN
         # memory-bank objectives (IR, CMC): negatives per anchor, and the bound on scores held at once
         self.num_negatives, self.score_block = int(cfg.BANK.NUM_NEGATIVES), int(cfg.BANK.SCORE_BLOCK)
 
-    def set_progress(self, it: int, epoch: float) -> None:
-        self.outer = self.schedule(it, epoch)
+    def set_progress(self, step: int) -> None:
+        """Before optimizer step ``step`` (0-based): the ring's outer fraction for it."""
+        self.outer = self.schedule(step)
 
-    def observe_loss(self, loss: float) -> None:
-        self.schedule.observe(loss)
+    def observe(self, metric: float) -> None:
+        """Feeds the schedule what it adapts to (``schedule.observes``: the loss, or the kNN accuracy)."""
+        self.schedule.observe(metric)
 
     def negatives_from_scores(self, anchors: torch.Tensor, pos: torch.Tensor, scores: torch.Tensor,
                               pool: torch.Tensor, pool_rows: torch.Tensor | None = None) -> Negatives:

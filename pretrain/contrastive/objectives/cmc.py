@@ -44,7 +44,7 @@ class CMC(ContrastiveObjective):
     views = 1
 
     def __init__(self, cfg, dataset_size: int, global_batch: int):
-        super().__init__(cfg)
+        super().__init__(cfg, dataset_size, global_batch)
         self.encoder_l = build_encoder(cfg.MODEL, in_chans=stream_channels("l"), width=cfg.CMC.WIDTH)
         self.encoder_ab = build_encoder(cfg.MODEL, in_chans=stream_channels("ab"), width=cfg.CMC.WIDTH)
         self.backbone = LabTwoStream(self.encoder_l.backbone, self.encoder_ab.backbone)

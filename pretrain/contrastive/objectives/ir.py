@@ -18,7 +18,7 @@ class InstanceDiscrimination(ContrastiveObjective):
     views = 1
 
     def __init__(self, cfg, dataset_size: int, global_batch: int):
-        super().__init__(cfg)
+        super().__init__(cfg, dataset_size, global_batch)
         self.encoder = build_encoder(cfg.MODEL)
         self.memory = MemoryBank(dataset_size, cfg.MODEL.OUT_DIM, cfg.BANK.MOMENTUM)
 

@@ -22,7 +22,7 @@ from .base import ContrastiveObjective
 @OBJECTIVE_REGISTRY.register(name="moco")
 class MoCo(ContrastiveObjective):
     def __init__(self, cfg, dataset_size: int, global_batch: int):
-        super().__init__(cfg)
+        super().__init__(cfg, dataset_size, global_batch)
         self.encoder_q = build_encoder(cfg.MODEL)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():

@@ -27,7 +27,7 @@ def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
 @OBJECTIVE_REGISTRY.register(name="simclr")
 class SimCLR(ContrastiveObjective):
     def __init__(self, cfg, dataset_size: int, global_batch: int):
-        super().__init__(cfg)
+        super().__init__(cfg, dataset_size, global_batch)
         self.encoder = build_encoder(cfg.MODEL)
 
     @property
