@@ -90,7 +90,8 @@ def get_defaults() -> CfgNode:
     C.SOLVER.STEPS = (0.68, 0.83)  # step schedule: fractions of training (136/200, 166/200)
     C.SOLVER.GAMMA = 0.1
     C.SOLVER.WARMUP_EPOCHS = 0.0
-    C.SOLVER.AMP = True  # bf16 autocast on CUDA; always off on CPU
+    C.SOLVER.AMP = True  # bf16 autocast on CUDA (similarities, ring and logits stay fp32)
+    C.SOLVER.AMP_CPU = False  # bf16 autocast on CPU too: an explicit opt-in (CPU numbers unchanged by default)
     C.SOLVER.MAX_ITERS = 0  # > 0: stop after this many iterations (smoke runs, benchmarks)
 
     C.CHECKPOINT = CfgNode()
@@ -111,14 +112,14 @@ def get_defaults() -> CfgNode:
     C.KNN.MAX_TEST = 0
 
     C.LINCLS = CfgNode()
+    C.LINCLS.PROTOCOL = "cached"  # cached | paper | moco (pretrain/lincls_protocols.py)
     C.LINCLS.EPOCHS = 100
     C.LINCLS.BATCH_SIZE = 256
-    C.LINCLS.LR = 0.01
+    C.LINCLS.LR = 0.01  # LR, MOMENTUM, WEIGHT_DECAY, SCHEDULE, STEPS: the cached protocol's (the others fix theirs)
     C.LINCLS.MOMENTUM = 0.9
     C.LINCLS.WEIGHT_DECAY = 1e-5
     C.LINCLS.SCHEDULE = "step"
     C.LINCLS.STEPS = (0.6, 0.8)
-    C.LINCLS.AUGMENT = False  # False: features are computed once and cached (exact, much faster)
     C.LINCLS.MAX_TRAIN = 0
     C.LINCLS.MAX_TEST = 0
     return C
@@ -247,12 +248,20 @@ def load_config(path: str | os.PathLike | None = None, opts: list[str] | None = 
     return cfg
 
 
+# Keys earlier versions wrote into run directories and checkpoints, since removed: dropped when a saved
+# config is read back, so that older runs can still be evaluated and exported.
+REMOVED_KEYS = {"LINCLS": ("AUGMENT",), "RING": ("STEP_EPOCHS", "STEP_GAMMA")}
+
+
 def config_from_yaml_str(text: str) -> CfgNode:
     """Rebuild a config saved in a checkpoint or run directory (keys unknown to this version are errors)."""
     import yaml
 
     cfg = get_defaults()
     user = yaml.safe_load(text) or {}
+    for section, keys in REMOVED_KEYS.items():
+        for k in keys:
+            (user.get(section) or {}).pop(k, None)
     _check_keys(user, cfg, "saved config")
     cfg.merge_from_other_cfg(CfgNode(_coerce_tuples(user, cfg)))
     cfg.freeze()

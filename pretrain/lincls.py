@@ -4,12 +4,11 @@
     ring-lincls runs/moco -o runs/moco/lincls LINCLS.EPOCHS 30
     ring-lincls runs/moco --random-init        # the same backbone, randomly initialised: the baseline
     ring-lincls runs/moco --random-init SEED 7 # another random init
+    ring-lincls runs/moco LINCLS.PROTOCOL paper  # the authors' protocol: augmented views through the encoder
 
-Defaults: SGD lr 0.01, momentum 0.9, weight decay 1e-5, batch 256, 100 epochs (the optimizer of the
-paper's code), with lr x0.1 at 60% and 80% (this project's; the paper's code has no schedule).  Without
-augmentation (LINCLS.AUGMENT False, the default) the frozen features of un-augmented images are computed
-once and cached, and the linear layer trains on them: fast, and a different protocol from the paper's
-code, which trains on augmented views through the encoder.
+``LINCLS.PROTOCOL`` names the recipe (``pretrain/lincls_protocols.py``): ``cached`` (the default: features
+of un-augmented images computed once), ``paper`` (the authors' code) or ``moco`` (MoCo's).  The summary
+records which one produced the number.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .augment import TransformedDataset, eval_transform
+from .augment import TransformedDataset
 from .contrastive.objectives import build_eval_backbone
 from .checkpoint import backbone_state_dict, load_checkpoint
 from .config import config_from_yaml_str, merge_overrides
@@ -27,6 +26,7 @@ from .data import build_dataset, labelled_split
 from .common import CHECKPOINT_HELP, cli_main, command_parser, resolve_device
 from .evaluate import extract_features, topk_accuracy, train_linear_on_features
 from .io import atomic_write_text, write_summary
+from .lincls_protocols import Protocol, build_protocol
 from .lr_schedules import build_lr_lambda
 from .seeding import seed_everything
 
@@ -46,21 +46,19 @@ def load_backbone(checkpoint: str | Path, random_init: bool = False, opts: list[
     return cfg, bb
 
 
-def _augmented_probe(bb, cfg, train_set, test_set, num_classes, device, lr_lambda):
-    """Linear probe with random crops and flips: the frozen backbone runs every epoch."""
+def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_classes: int, device,
+                          lr_lambda) -> dict:
+    """The linear layer trained on the protocol's training views passed through the frozen encoder every
+    epoch (BatchNorm in eval mode, no gradient into the encoder), then scored on the test transform."""
     from torch.utils.data import DataLoader
-    from torchvision import transforms as T
 
-    from .augment import to_normalized_tensor
-
-    size = cfg.DATA.IMAGE_SIZE
-    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *to_normalized_tensor()])
-    loader = DataLoader(TransformedDataset(train_set, train_tf), batch_size=cfg.LINCLS.BATCH_SIZE, shuffle=True,
-                        num_workers=cfg.DATA.NUM_WORKERS, drop_last=True,
+    L = cfg.LINCLS
+    loader = DataLoader(TransformedDataset(train_set, protocol.train_transform), batch_size=L.BATCH_SIZE,
+                        shuffle=True, num_workers=cfg.DATA.NUM_WORKERS, drop_last=True,
                         generator=torch.Generator().manual_seed(cfg.SEED))
     clf = torch.nn.Linear(bb.feature_dim, num_classes).to(device)
-    L = cfg.LINCLS
-    opt = torch.optim.SGD(clf.parameters(), lr=L.LR, momentum=L.MOMENTUM, weight_decay=L.WEIGHT_DECAY)
+    opt = torch.optim.SGD(clf.parameters(), lr=protocol.lr, momentum=protocol.momentum,
+                          weight_decay=protocol.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     bb.eval()
     for _ in range(L.EPOCHS):
@@ -72,7 +70,8 @@ def _augmented_probe(bb, cfg, train_set, test_set, num_classes, device, lr_lambd
             loss.backward()
             opt.step()
             sched.step()
-    fte, yte = extract_features(bb, TransformedDataset(test_set, eval_transform(size)), device)
+    fte, yte = extract_features(bb, TransformedDataset(test_set, protocol.test_transform), device,
+                                num_workers=cfg.DATA.NUM_WORKERS)
     with torch.no_grad():
         return topk_accuracy(clf(fte.to(device)).cpu(), yte)
 
@@ -86,22 +85,23 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     for p in bb.parameters():
         p.requires_grad_(False)
     L = cfg.LINCLS
+    protocol = build_protocol(cfg)
     train_set = build_dataset(cfg.DATA, labelled_split(cfg), L.MAX_TRAIN)
     test_set = build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, L.MAX_TEST)
     iters = max(1, len(train_set) // L.BATCH_SIZE) * L.EPOCHS
-    lr_lambda = build_lr_lambda(L.SCHEDULE, L.STEPS, 0.1, iters)
-    if L.AUGMENT:
-        n_cls = int(max(getattr(train_set, "targets", [0]))) + 1
-        acc = _augmented_probe(bb, cfg, train_set, test_set, n_cls, device, lr_lambda)
-    else:
-        tf = eval_transform(cfg.DATA.IMAGE_SIZE)
-        ftr, ytr = extract_features(bb, TransformedDataset(train_set, tf), device, num_workers=cfg.DATA.NUM_WORKERS,
-                                    progress=progress, desc="train features")
-        fte, yte = extract_features(bb, TransformedDataset(test_set, tf), device, num_workers=cfg.DATA.NUM_WORKERS,
-                                    progress=progress, desc="test features")
+    lr_lambda = build_lr_lambda(protocol.schedule, protocol.steps, 0.1, iters)
+    if protocol.cached:
+        ftr, ytr = extract_features(bb, TransformedDataset(train_set, protocol.train_transform), device,
+                                    num_workers=cfg.DATA.NUM_WORKERS, progress=progress, desc="train features")
+        fte, yte = extract_features(bb, TransformedDataset(test_set, protocol.test_transform), device,
+                                    num_workers=cfg.DATA.NUM_WORKERS, progress=progress, desc="test features")
         n_cls = int(max(ytr.max(), yte.max())) + 1
-        _, acc = train_linear_on_features(ftr, ytr, fte, yte, n_cls, L.EPOCHS, L.BATCH_SIZE, L.LR, L.MOMENTUM,
-                                          L.WEIGHT_DECAY, lr_lambda, cfg.SEED, progress=progress)
+        _, acc = train_linear_on_features(ftr, ytr, fte, yte, n_cls, L.EPOCHS, L.BATCH_SIZE, protocol.lr,
+                                          protocol.momentum, protocol.weight_decay, lr_lambda, cfg.SEED,
+                                          progress=progress)
+    else:
+        n_cls = int(max(getattr(train_set, "targets", [0]))) + 1
+        acc = probe_through_encoder(bb, protocol, cfg, train_set, test_set, n_cls, device, lr_lambda)
     src = Path(checkpoint)
     run_dir = src if src.is_dir() else src.parent
     out = Path(out_dir) if out_dir else run_dir / ("lincls_random_init" if random_init else "lincls")
@@ -109,7 +109,7 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     return write_summary(out, stage="lincls", method=cfg.OBJECTIVE.NAME if not random_init else "random_init",
                          estimator=cfg.OBJECTIVE.ESTIMATOR if not random_init else "none",
                          backbone=cfg.MODEL.BACKBONE, dataset=cfg.DATA.NAME, seed=cfg.SEED,
-                         metrics=acc, checkpoint=str(src), protocol="augment" if L.AUGMENT else "cached_features")
+                         metrics=acc, checkpoint=str(src), protocol=protocol.name)
 
 
 @cli_main("ring-lincls")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     s = run_lincls(args.checkpoint, args.output, args.opts, args.random_init)
     m = s["metrics"]
-    print(f"[ring-lincls] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']}: "
+    print(f"[ring-lincls] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']} ({s['protocol']} protocol): "
           f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%")
     return 0
 

@@ -20,7 +20,7 @@ def runs(tmp_path):
         _write(tmp_path, f"moco_ring_s{seed}/lincls", stage="lincls", method="moco", estimator="ring",
                dataset="cifar10", seed=seed, metrics={"top1": ring})
     _write(tmp_path, "ir_nce/lincls", stage="lincls", method="ir", estimator="nce", dataset="stl10",
-           metrics={"top1": 70.0})
+           protocol="paper", metrics={"top1": 70.0})
     _write(tmp_path, "moco_nce_s0/det", stage="detection", method="moco", estimator="nce", task="mask_rcnn_FPN",
            dataset="scenes", metrics={"bbox/AP": 40.0, "bbox/AP50": 60.0, "bbox/AP75": 42.0, "segm/AP": 35.0})
     _write(tmp_path, "moco_ring_s0/det", stage="detection", method="moco", estimator="ring", task="mask_rcnn_FPN",
@@ -35,12 +35,13 @@ def runs(tmp_path):
 def test_linear_table_seeds_deltas_and_missing_cells(runs):
     tables, deltas = make_tables([runs])
     lin = tables["linear"]
-    assert lin.loc["moco-nce", "cifar10"] == "81.00 ± 1.41 (n=2)"
-    assert lin.loc["moco-ring", "cifar10"] == "84.00 ± 1.41 (n=2)"
-    assert lin.loc["Δ moco-ring − nce", "cifar10"] == "+3.00"
-    assert lin.loc["ir-nce", "stl10"] == "70.00" and lin.loc["ir-nce", "cifar10"] == MISSING
-    assert lin.loc["moco-nce", "stl10"] == MISSING and lin.loc["Δ moco-ring − nce", "stl10"] == MISSING
-    assert deltas["linear"].loc["Δ moco-ring − nce", "cifar10"] == pytest.approx(3.0)
+    c10, stl = "cifar10 (cached protocol)", "stl10 (paper protocol)"
+    assert lin.loc["moco-nce", c10] == "81.00 ± 1.41 (n=2)"
+    assert lin.loc["moco-ring", c10] == "84.00 ± 1.41 (n=2)"
+    assert lin.loc["Δ moco-ring − nce", c10] == "+3.00"
+    assert lin.loc["ir-nce", stl] == "70.00" and lin.loc["ir-nce", c10] == MISSING
+    assert lin.loc["moco-nce", stl] == MISSING and lin.loc["Δ moco-ring − nce", stl] == MISSING
+    assert deltas["linear"].loc["Δ moco-ring − nce", c10] == pytest.approx(3.0)
 
 
 def test_detection_and_meta_dataset_tables(runs):

@@ -6,7 +6,7 @@
 
 Three tables, each with a row per pretraining method x estimator, a row per Ring/Ball minus its NCE base
 (Delta), and "mean +- std (n)" where several seeds exist:
-- linear evaluation: top-1 accuracy, one column per dataset;
+- linear evaluation: top-1 accuracy, one column per dataset and linear-evaluation protocol;
 - Detectron2 transfer: box AP/AP50/AP75, mask AP and keypoint AP, per task and dataset;
 - Meta-Dataset: accuracy +- 95% CI per source (protocol and classifier in the column name).
 A cell that no run produced is shown as missing ("-"), never filled in.
@@ -65,7 +65,9 @@ def _long(summaries: list[dict]) -> pd.DataFrame:
         stage, m = s["stage"], s["metrics"]
         if stage == "lincls":
             if "top1" in m:
-                rows.append(dict(table="linear", row=_row_name(s), column=s["dataset"], seed=s["seed"], value=m["top1"]))
+                protocol = {"cached_features": "cached"}.get(s.get("protocol"), s.get("protocol", "cached"))
+                rows.append(dict(table="linear", row=_row_name(s), column=f"{s['dataset']} ({protocol} protocol)",
+                                 seed=s["seed"], value=m["top1"]))
         elif stage == "detection":
             for task, metric in DETECTION_METRICS:
                 if f"{task}/{metric}" in m:
