@@ -41,6 +41,44 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands every rank the gradient of its own slice, summed over the ranks
+    whose losses used it (an all-reduce of the gathered gradient, then this rank's slice)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.empty_like(x) for _ in range(get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        ctx.rows = len(x)
+        return torch.cat(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        r, n = get_rank(), ctx.rows
+        return grad[r * n:(r + 1) * n]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x from every rank along dim 0, in rank order, with gradients flowing back to each owner.
+
+    With DDP's gradient averaging, the gradient then equals one process's gradient on the global batch:
+    rank s's embeddings get the gradient of every rank's loss that used them as negatives."""
+    if not is_dist():
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Every buffer (queues, memory banks, BatchNorm statistics) set to rank ``src``'s, once."""
+    if not is_dist():
+        return
+    for b in module.buffers():
+        dist.broadcast(b, src)
+
+
 def barrier() -> None:
     if is_dist():
         dist.barrier()

@@ -44,7 +44,9 @@ class Trainer:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         self.device, self.main = dev, self.rank == 0
-        seed_everything(cfg.SEED + self.rank)
+        # One seed on every rank while the model and its pools (queue, banks) are built, so that they start
+        # identical everywhere; each rank's own stream afterwards (rank 0 keeps the one-process sequence).
+        seed_everything(cfg.SEED)
 
         # Data: the two-view training set and a deterministic, resumable sampler.
         base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
@@ -63,7 +65,9 @@ class Trainer:
         self.objective.to(memory_format=memory_format(cfg))
         self.model = self.objective
         if self.world > 1:
-            # broadcast_buffers=False: banks/queues are kept identical by construction (every rank
+            seed_everything(cfg.SEED + self.rank)
+            D.broadcast_buffers(self.objective)  # identical pools from the first step, whatever built them
+            # broadcast_buffers=False: from then on banks/queues stay identical by construction (every rank
             # enqueues the same gathered keys); broadcasting a 1.28M-entry bank each step would dominate.
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
@@ -73,7 +77,7 @@ class Trainer:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, build_lr_lambda(s.SCHEDULE, s.STEPS, s.GAMMA, self.iters_per_epoch * s.EPOCHS,
                                             int(s.WARMUP_EPOCHS * self.iters_per_epoch)))
-        self.amp = dev.type == "cuda" and s.AMP
+        self.amp = (dev.type == "cuda" and s.AMP) or (dev.type == "cpu" and s.AMP_CPU)
         self.epoch, self.batch_in_epoch, self.iter, self.batch_images = 0, 0, 0, 0
         self.last_knn: float | None = None
         if resume:
@@ -179,7 +183,7 @@ class Trainer:
         return stats
 
     def amp_context(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     def train(self) -> dict:
         done = self.run_dir / "summary.json"

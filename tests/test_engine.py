@@ -108,8 +108,10 @@ def test_lincls_writes_summaries_for_all_protocols(tmp_path, tiny_opts):
     assert json.loads((run / "lincls" / "summary.json").read_text())["metrics"] == s["metrics"]
     r = run_lincls(run, random_init=True, progress=False)
     assert r["method"] == "random_init" and (run / "lincls_random_init" / "summary.json").exists()
-    aug = run_lincls(run, tmp_path / "aug", ["LINCLS.AUGMENT", "True", "LINCLS.EPOCHS", "1"], progress=False)
-    assert aug["protocol"] == "augment"
+    assert s["protocol"] == "cached" and r["protocol"] == "cached"
+    for name in ("paper", "moco"):
+        t = run_lincls(run, tmp_path / name, ["LINCLS.PROTOCOL", name, "LINCLS.EPOCHS", "1"], progress=False)
+        assert t["protocol"] == name and 0 <= t["metrics"]["top1"] <= 100
 
 
 def test_random_init_baseline_follows_the_seed_override(tmp_path, tiny_opts):
@@ -158,3 +160,17 @@ def test_adaptive_acc_schedule_follows_the_knn_monitor(tmp_path, tiny_opts, caps
     assert state["history"] == pytest.approx(knn) and len(knn) == 3
     assert pretrain_main(["-o", str(tmp_path / "no_knn"), *opts_with(opts, **{"KNN.ENABLED": False})]) == 2
     assert "adapts to the kNN accuracy; set KNN.ENABLED True" in capsys.readouterr().err
+
+
+def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, tiny_opts):
+    from pretrain.config import load_config
+    from pretrain.engine import Trainer
+
+    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "SOLVER.MAX_ITERS": 3, "KNN.ENABLED": False})
+    assert Trainer(load_config(None, opts), tmp_path / "default").amp is False  # SOLVER.AMP means CUDA
+    trainer = Trainer(load_config(None, opts_with(opts, **{"SOLVER.AMP_CPU": True})), tmp_path / "bf16")
+    assert trainer.amp is True
+    with trainer.amp_context():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    s = trainer.train()
+    assert s["metrics"]["iters"] == 3 and 0 < s["metrics"]["loss"] < 50

@@ -132,3 +132,50 @@ def test_moco_loss_by_hand(est):
     assert stats["negatives"] == (6 if est == "ring" else D)
     assert loss.item() == pytest.approx(sum(expected) / 4, rel=1e-5)
     assert torch.equal(obj.queue.keys[:4], k) and int(obj.queue.ptr) == 4  # enqueued after the step
+
+
+class Spy:
+    """Wraps a sampler and keeps what it selected."""
+
+    def __init__(self, sampler):
+        self.sampler, self.conditional, self.selected = sampler, sampler.conditional, []
+
+    def select(self, *args, **kwargs):
+        idx = self.sampler.select(*args, **kwargs)
+        self.selected.append(idx)
+        return idx
+
+
+@pytest.mark.parametrize("name", ["moco", "ir"])
+def test_autocast_leaves_the_ring_and_the_loss_in_fp32(name):
+    """bf16 autocast (CPU here, CUDA alike) must not move the ring: scores, ranking and logits stay fp32."""
+    import copy
+
+    torch.manual_seed(0)
+    k_pool, dim, b = 4096, 128, 8
+    obj = build_objective(cfg(name, "ring", **{"MODEL.OUT_DIM": dim, "MOCO.QUEUE_SIZE": k_pool, "MOCO.BN_SPLITS": 1,
+                                                "BANK.NUM_NEGATIVES": 255, "RING.OUTER": 0.1, "RING.INNER": 0.1}),
+                          dataset_size=k_pool, global_batch=b)
+    q = torch.nn.functional.normalize(torch.randn(b, dim), dim=1)
+    k = torch.nn.functional.normalize(q + 0.3 * torch.randn(b, dim), dim=1)
+    if name == "moco":
+        obj.encoder_q, obj.encoder_k = Lookup(q), Lookup(k)
+        pool = obj.queue.keys
+    else:
+        obj.encoder = Lookup(q)
+        pool = obj.memory.bank
+    runs = {}
+    for mode in ("fp32", "bf16"):
+        o = copy.deepcopy(obj)
+        o.sampler = Spy(o.sampler)
+        o.estimator.sampler = o.sampler
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+            loss, _ = o(images(range(b)), images(range(b)), torch.arange(b))
+        runs[mode] = (loss.item(), o.sampler.selected[0])
+    assert runs["bf16"][0] == pytest.approx(runs["fp32"][0], abs=1e-4)
+    assert torch.equal(runs["bf16"][1].sort(1).values, runs["fp32"][1].sort(1).values)  # the same negatives
+    # the test can fail: scoring the pool in bf16 would have moved the ring
+    from pretrain.contrastive.samplers import ring_indices
+    exact = ring_indices(q @ pool.t(), 0.1, 0.1).sort(1).values
+    rounded = ring_indices((q.bfloat16() @ pool.bfloat16().t()).float(), 0.1, 0.1).sort(1).values
+    assert not torch.equal(exact, rounded)

@@ -1,5 +1,9 @@
 """What every objective shares: the temperature, the estimator (sampler + loss form) and the ring's schedule.
 
+Mixed precision: encoders may run under autocast (bf16), but similarities, the ring's ranking, bank and
+queue scores and the logits are computed in fp32 (``full_precision``), as the authors did: in bf16 a
+65,536-entry queue keeps only ~2.5k distinct scores per row and the ring's members move.
+
 Objectives hand their pool to the estimator in one of two ways, and the sampler behind it serves both:
 - ``negatives_from_scores``: an in-memory pool (queue, batch) whose score matrix the objective computed;
 - ``negatives_from_bank``: a memory bank scored block by block of anchors (``draw_from_bank``),
@@ -15,6 +19,12 @@ from ..estimator import Negatives, build_estimator
 from ..pools import MemoryBank
 from ..samplers import Candidates
 from ..schedules import build_schedule
+
+
+def full_precision(like: torch.Tensor):
+    """A region where autocast is off on ``like``'s device: what runs inside computes in the inputs' dtype,
+    so pass fp32 tensors (``.float()``)."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 class ContrastiveObjective(nn.Module):
@@ -65,17 +75,19 @@ class ContrastiveObjective(nn.Module):
         gradient), so memory stays bounded for an ImageNet-sized bank."""
         b = len(z)
         rows = (D.get_rank() * b, D.get_world_size() * b)
-        with torch.no_grad():
-            cands = Candidates.from_bank(z.detach(), bank.to(z.dtype), score_block)
+        with torch.no_grad(), full_precision(z):
+            cands = Candidates.from_bank(z.detach().float(), bank.float(), score_block)
             return self.sampler.select(cands, self.outer, num_draws, self.generator, rows)
 
     def negatives_from_bank(self, anchors: torch.Tensor, bank: MemoryBank, index: torch.Tensor) -> Negatives:
         """IR/CMC: the positive is the bank entry of the anchor's own image; ``BANK.NUM_NEGATIVES`` negatives
         are drawn from the bank by the sampler.  Gradients flow into the anchors only."""
         entries = bank.candidates()
-        pos = (anchors * bank.get(index).to(anchors.dtype)).sum(dim=1)
-        idx = self.draw_from_bank(anchors, entries, self.num_negatives, self.score_block)
-        logits = torch.bmm(entries[idx].to(anchors.dtype), anchors.unsqueeze(2)).squeeze(2)
+        with full_precision(anchors):
+            anchors = anchors.float()
+            pos = (anchors * bank.get(index).float()).sum(dim=1)
+            idx = self.draw_from_bank(anchors, entries, self.num_negatives, self.score_block)
+            logits = torch.bmm(entries[idx].float(), anchors.unsqueeze(2)).squeeze(2)
         return Negatives(anchors, pos, logits, entries, idx)
 
     def loss(self, negatives: Negatives) -> torch.Tensor:

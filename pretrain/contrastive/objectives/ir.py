@@ -28,7 +28,7 @@ class InstanceDiscrimination(ContrastiveObjective):
 
     def forward(self, view, _unused=None, index=None):
         z = self.encoder(view)
-        neg = self.negatives_from_bank(z, self.memory, index)
+        neg = self.negatives_from_bank(z, self.memory, index)  # fp32 inside, even under autocast
         loss = self.loss(neg)
         self.memory.update(D.all_gather_cat(index), D.all_gather_cat(z.detach().float()))
         return loss, self.step_stats(neg.logits)

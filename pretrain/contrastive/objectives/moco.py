@@ -16,7 +16,7 @@ from ... import distributed as D
 from ...backbones import build_encoder
 from ..pools import Queue
 from . import OBJECTIVE_REGISTRY
-from .base import ContrastiveObjective
+from .base import ContrastiveObjective, full_precision
 
 
 @OBJECTIVE_REGISTRY.register(name="moco")
@@ -72,10 +72,12 @@ class MoCo(ContrastiveObjective):
         with torch.no_grad():
             self._momentum_update()
             k = self._keys(im_k)
-        pos = (q * k).sum(dim=1)
         # a snapshot: the queue is updated in place below, before backward
         keys = self.queue.candidates().detach().clone()
-        neg = self.negatives_from_scores(q, pos, q @ keys.t().to(q.dtype), keys)
-        loss = self.loss(neg)
+        with full_precision(q):
+            q, k = q.float(), k.float()
+            pos = (q * k).sum(dim=1)
+            neg = self.negatives_from_scores(q, pos, q @ keys.float().t(), keys)
+            loss = self.loss(neg)
         self.queue.enqueue(D.all_gather_cat(k.float()))
         return loss, self.step_stats(neg.logits)

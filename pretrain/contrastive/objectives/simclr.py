@@ -12,16 +12,7 @@ import torch
 from ... import distributed as D
 from ...backbones import build_encoder
 from . import OBJECTIVE_REGISTRY
-from .base import ContrastiveObjective
-
-
-def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
-    """All ranks' z, concatenated; gradients flow through this rank's slice."""
-    if not D.is_dist():
-        return z
-    everything = D.all_gather_cat(z.detach())
-    r, n = D.get_rank(), len(z)
-    return torch.cat([everything[:r * n], z, everything[(r + 1) * n:]])
+from .base import ContrastiveObjective, full_precision
 
 
 @OBJECTIVE_REGISTRY.register(name="simclr")
@@ -37,7 +28,12 @@ class SimCLR(ContrastiveObjective):
     def forward(self, v1, v2, index=None):
         b = len(v1)
         z = self.encoder(torch.cat([v1, v2]))  # local [view1; view2], (2B, D)
-        pool = gather_with_grad(z)  # rank-major: [r0 view1; r0 view2; r1 view1; ...]
+        with full_precision(z):
+            return self.batch_loss(z.float(), b)
+
+    def batch_loss(self, z: torch.Tensor, b: int):
+        """The loss of this rank's 2B embeddings against the global batch's (fp32)."""
+        pool = D.all_gather_with_grad(z)  # rank-major: [r0 view1; r0 view2; r1 view1; ...]
         scores = z @ pool.t()
         rows = torch.arange(2 * b, device=z.device)
         own = D.get_rank() * 2 * b + rows
