@@ -257,3 +257,46 @@ def _poly_mask(polygons, h, w):
 
     rles = mask_util.frPyObjects(polygons, h, w)
     return mask_util.decode(mask_util.merge(rles)).astype(bool)
+
+
+def test_killed_detection_run_resumes_to_the_same_final_weights(tmp_path):
+    """A ring-train-net run killed after a checkpoint, rerun with --resume (as ring-suite does), ends with
+    the weights of an uninterrupted run: model, optimizer, iteration, data position and RNG restored."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", RINGNCE_SCENES=str(tmp_path / "scenes"))
+
+    def cmd(out, resume=False):
+        return [sys.executable, "-m", "transfer.detection.train_net", "--config-file",
+                "cpu/scenes_mask_rcnn_R_18_FPN.yaml", *(["--resume"] if resume else []), "-o", str(out),
+                "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"), "SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "3",
+                "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "(6,)", "SOLVER.WARMUP_ITERS", "2", "TEST.EVAL_PERIOD",
+                "0", "DATALOADER.NUM_WORKERS", "0", "SEED", "5", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+                "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
+    subprocess.run(cmd(tmp_path / "whole"), env=env, check=True, capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "model_0000005.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model_final.pth").exists()  # it really stopped mid-run
+    subprocess.run(cmd(killed, resume=True), env=env, check=True, capture_output=True, timeout=600)
+    import re
+
+    starts = [int(n) for n in re.findall(r"Starting training from iteration (\d+)", (killed / "log.txt").read_text())]
+    assert starts[0] == 0 and starts[-1] in (3, 6)  # from a checkpoint (the last one completely written)
+    a = torch.load(tmp_path / "whole" / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    b = torch.load(killed / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
+    s = json.loads((killed / "summary.json").read_text())
+    assert s["metrics"]["iters"] == 8 - starts[-1]  # the rerun trained only what was left

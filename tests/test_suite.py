@@ -75,3 +75,12 @@ def test_typo_and_failed_stage_are_clear(tmp_path, capsys):
     assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "stage 'pretrain moco-nce seed 0' failed" in err and "cifar-10-batches-py" in err and "pretrain.log" in err
+
+
+def test_detection_stages_resume_from_their_last_checkpoint(tmp_path):
+    """Every Detectron2 stage runs with --resume: a rerun continues from last_checkpoint (and a fresh one, with
+    no checkpoint yet, starts from MODEL.WEIGHTS)."""
+    suite, _ = load_suite("paper_imagenet")
+    det = [s for s in plan(suite, tmp_path) if "transfer.detection.train_net" in s.cmd]  # 4 tasks x 4 runs
+    assert len(det) == 4 * 4 and all("--resume" in s.cmd for s in det)
+    assert all(s.cmd[s.cmd.index("-o") + 1] == str(s.done.parent) for s in det)

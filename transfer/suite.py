@@ -5,8 +5,10 @@
     ring-suite paper_imagenet -o /shared/runs/in --slurm partition=gpu,gpus_per_node=8,timeout_min=4320
 
 Every stage writes a run directory and is skipped when its result (summary.json, or the exported .pkl)
-already exists, so an interrupted suite resumes where it stopped (a half-finished pretraining run
-resumes from its last checkpoint).  A stage that fails stops the suite with a message naming the stage
+already exists, so an interrupted suite resumes where it stopped: a half-finished pretraining run
+resumes from its last checkpoint, a half-finished Detectron2 run from its ``last_checkpoint`` (model,
+optimizer, iteration, data position and RNG states; ``--resume``, which starts from MODEL.WEIGHTS when
+there is no checkpoint).  A stage that fails stops the suite with a message naming the stage
 and its log; everything completed is kept.  Stages run as separate processes: pretraining through
 torchrun when ``pretrain.nproc_per_node`` > 1, Detectron2 through its launcher (``detection.num_gpus``).
 
@@ -125,7 +127,7 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                         for t in D["tasks"]:
                             det = run / f"det_{t['name']}"
                             cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus",
-                                      D["num_gpus"], "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
+                                      D["num_gpus"], "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
                             stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
                                                 {"RINGNCE_SCENES": str(out / "scenes")}))
                     if M["enabled"] and M["sources"]:

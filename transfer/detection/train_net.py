@@ -32,7 +32,8 @@ ensure()  # before the first Detectron2 import
 import detectron2.utils.comm as comm  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data import (DatasetCatalog, MetadataCatalog, build_detection_train_loader,  # noqa: E402
+                             get_detection_dataset_dicts)
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch  # noqa: E402
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # noqa: E402
@@ -42,6 +43,8 @@ from pretrain.io import write_summary  # noqa: E402
 
 from . import CONFIG_ROOT, TransferError  # noqa: E402
 from . import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
+from .resume import (STATE_KEY, ResumableTrainingSampler, ResumePoint, RunState,  # noqa: E402
+                     detach_from_global_rng, resume_point)
 from .scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
 
 
@@ -140,9 +143,46 @@ def weights_source(weights: str) -> dict:
 # -- training ----------------------------------------------------------------------------------------
 class Trainer(DefaultTrainer):
     """Detectron2's trainer with our evaluators; it keeps the last evaluation's results (``eval_results``)
-    for the summary, through its own evaluation hook (``build_hooks``)."""
+    for the summary, through its own evaluation hook (``build_hooks``), and resumes its data stream where
+    a checkpoint stopped (``resume.py``)."""
 
     eval_results: dict | None = None
+
+    def __init__(self, cfg, resume_from: ResumePoint | None = None):
+        self.resume_from = resume_from
+        super().__init__(cfg)
+        self.checkpointer.checkpointables[STATE_KEY] = RunState(self.sampler_seed)
+
+    def state_dict(self):
+        """Detectron2 0.6's DefaultTrainer leaves the optimizer out of its checkpoints (momentum buffers
+        are lost on resume); it goes back in here."""
+        state = super().state_dict()
+        state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    def build_train_loader(self, cfg):
+        """Detectron2's train loader over a sampler that skips what the resumed run already consumed."""
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
+        point = self.resume_from
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":  # Detectron2's own, restarting on resume
+            self.sampler_seed = -1
+            return build_detection_train_loader(cfg, dataset=dataset)
+        seed = point.sampler_seed if point and point.sampler_seed is not None else (
+            cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed())
+        self.sampler_seed = seed
+        per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        skip = point.start_iter * per_rank if point else 0
+        loader = build_detection_train_loader(cfg, dataset=dataset,
+                                              sampler=ResumableTrainingSampler(len(dataset), seed, skip))
+        return detach_from_global_rng(loader, seed)
 
     def build_hooks(self):
         out = super().build_hooks()
@@ -195,9 +235,13 @@ def train(args):
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results, iters = Trainer.test(cfg, model), 0
     else:
-        trainer = Trainer(cfg)
+        point = resume_point(cfg.OUTPUT_DIR) if args.resume else None
+        trainer = Trainer(cfg, point)
         trainer.resume_or_load(resume=args.resume)
         start = trainer.start_iter
+        if point and start != point.start_iter:
+            raise RuntimeError(f"resumed at iteration {start}, but the data stream was positioned for "
+                               f"{point.start_iter}")
         trainer.train()
         results = trainer.eval_results
         iters = cfg.SOLVER.MAX_ITER - start
