@@ -9,7 +9,7 @@ from pretrain.config import load_config
 from pretrain.data import DatasetError, ImageFolderDataset, SyntheticShapes, build_dataset, load_cifar, load_idx, \
     load_stl10, subset
 from pretrain.data.idx import FASHION_MNIST_DEFAULT
-from tests.formats import write_cifar10, write_cifar100, write_idx, write_image_folder, write_stl10
+from transfer.formats import write_cifar10, write_cifar100, write_idx, write_image_folder, write_stl10
 
 
 def _one_sentence(msg: str):

@@ -210,13 +210,14 @@ def test_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
     assert s["task"] == "mask_rcnn_C4" and {"bbox/AP", "segm/AP"} <= set(s["metrics"])
 
 
-def test_multi_gpu_without_gpus_is_one_sentence(capsys):
+def test_several_machines_without_gpus_is_one_sentence(capsys):
     from transfer.detection.train_net import main as train_net_main
 
-    if torch.cuda.device_count() >= 2:
+    if torch.cuda.is_available():
         pytest.skip("this machine has GPUs")
-    assert train_net_main(["--config-file", "cpu/scenes_mask_rcnn_R_18_FPN.yaml", "--num-gpus", "2"]) == 2
-    assert "needs 2 CUDA devices" in capsys.readouterr().err
+    assert train_net_main(["--config-file", "cpu/scenes_mask_rcnn_R_18_FPN.yaml", "--num-gpus", "2",
+                           "--num-machines", "2"]) == 2
+    assert "--num-machines > 1 needs CUDA" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["instances", "keypoints"])

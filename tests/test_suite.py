@@ -84,3 +84,43 @@ def test_detection_stages_resume_from_their_last_checkpoint(tmp_path):
     det = [s for s in plan(suite, tmp_path) if "transfer.detection.train_net" in s.cmd]  # 4 tasks x 4 runs
     assert len(det) == 4 * 4 and all("--resume" in s.cmd for s in det)
     assert all(s.cmd[s.cmd.index("-o") + 1] == str(s.done.parent) for s in det)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["paper_imagenet", "paper_cifar"])
+def test_gpu_suites_run_every_distinct_stage_in_smoke_mode(tmp_path, name):
+    """`ring-suite NAME --smoke`: torchrun with 2 gloo processes, Detectron2 with 2 gloo processes, tiny files
+    in each dataset's real format; every distinct stage completes."""
+    import json
+
+    from transfer.smoke import distinct, make_smoke
+
+    out = tmp_path / name
+    assert suite_main([name, "--smoke", "-o", str(out), "--no-progress"]) == 0
+    suite, _ = load_suite(name)
+    stages = distinct(plan(make_smoke(suite, out), out))
+    assert stages and all(s.done.exists() for s in stages)
+    kinds = {s.kind for s in stages}
+    assert {"pretrain", "lincls"} <= kinds and (name == "paper_cifar") == ("baseline" in kinds)
+    for s in stages:
+        if s.kind == "pretrain":
+            assert "--nproc_per_node" in s.cmd and s.cmd[s.cmd.index("--nproc_per_node") + 1] == "2"
+        if s.kind == "detection":
+            assert s.cmd[s.cmd.index("--num-gpus") + 1] == "2"
+            assert "World size: 2" in (s.done.parent / "log.txt").read_text()
+            assert json.loads(s.done.read_text())["metrics"]["iters"] == 2
+
+
+def test_smoke_names_an_unknown_dataset_kind_and_a_failing_stage(tmp_path, capsys):
+    unknown = tmp_path / "fmnist.yaml"
+    unknown.write_text("name: fmnist\npretrain:\n  config: fashion_mnist_cpu\n")
+    assert suite_main([str(unknown), "--smoke", "-o", str(tmp_path / "a"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no tiny-data writer for the dataset kind 'fashion_mnist'" in err and "\n" not in err.strip()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\ndevice: cpu\npretrain:\n  config: cpu_small\n  estimators: [nce]\n"
+                      "  overrides: [MODEL.BACKBONE, resnet7]\nlincls:\n  enabled: false\ndetection:\n  enabled: false\n"
+                      "meta_dataset:\n  enabled: false\n")
+    assert suite_main([str(broken), "--smoke", "-o", str(tmp_path / "b"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'pretrain moco-nce seed 0' failed" in err and "MODEL.BACKBONE 'resnet7'" in err and "pretrain.log" in err

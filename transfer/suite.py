@@ -87,6 +87,8 @@ class Stage:
     done: Path  # the file whose existence means the stage is complete
     log: Path
     env: dict = field(default_factory=dict)
+    kind: str = ""  # convert | pretrain | lincls | baseline | export | detection | meta_dataset
+    key: str = ""  # what makes the stage distinct within its kind (a config, a task, a run)
 
 
 def _py(module: str, *args) -> list[str]:
@@ -101,7 +103,8 @@ def plan(suite: dict, out: Path) -> list[Stage]:
         for src in M["convert"]:
             stages.append(Stage(f"convert {src}", _py("meta_dataset.convert", src, "-o", records, "--max-per-class",
                                                       M["max_per_class"]),
-                                records / src / "dataset_spec.json", out / "logs" / f"convert_{src}.log"))
+                                records / src / "dataset_spec.json", out / "logs" / f"convert_{src}.log",
+                                kind="convert", key=src))
     device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
     for ds in P["datasets"]:
         for obj in P["objectives"]:
@@ -111,38 +114,43 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                     run = out / "pretrain" / (ds or "default") / f"{obj}_{est}_s{seed}"
                     opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, "SEED", seed, "LOG.PROGRESS", "False",
                             *device, *P["overrides"]]
+                    if ds in P.get("data_roots", {}):  # set by --smoke: its tiny files
+                        opts += ["DATA.ROOT", P["data_roots"][ds]]
                     launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(P["nproc_per_node"])]
                                 if P["nproc_per_node"] > 1 else [])
                     cmd = ([sys.executable, *launcher, "-m", "pretrain.cli"] + ["-c", cfg, "-o", str(run),
                                                                               "--auto-resume", *map(str, opts)])
                     tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
-                    stages.append(Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log"))
+                    stages.append(Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log",
+                                        kind="pretrain", key=cfg))
                     if L["enabled"]:
                         stages.append(Stage(f"lincls {tag}", _py("pretrain.lincls", run, *L["overrides"]),
-                                            run / "lincls" / "summary.json", run / "lincls.log"))
+                                            run / "lincls" / "summary.json", run / "lincls.log", kind="lincls", key=cfg))
                     if D["enabled"] and D["tasks"]:
                         pkl = run / "model_final.pkl"
                         stages.append(Stage(f"export {tag}", _py("transfer.detection.export", run, "-o", pkl), pkl,
-                                            run / "export.log"))
+                                            run / "export.log", kind="export", key=str(run)))
                         for t in D["tasks"]:
                             det = run / f"det_{t['name']}"
                             cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus",
                                       D["num_gpus"], "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
                             stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
-                                                {"RINGNCE_SCENES": str(out / "scenes")}))
+                                                {"RINGNCE_SCENES": str(out / "scenes"), **D.get("env", {})},
+                                                kind="detection", key=t["config"]))
                     if M["enabled"] and M["sources"]:
                         md = run / "meta_dataset"
                         cmd = _py("meta_dataset.cli", run, "--records", records, "--sources",
                                   *M["sources"], "--episodes", M["episodes"], "--protocol", M["protocol"],
                                   "--classifier", M["classifier"], "-o", md, "--quiet",
                                   *(["--image-size", M["image_size"]] if M["image_size"] else []))
-                        stages.append(Stage(f"meta-dataset {tag}", cmd, md / "summary.json", run / "meta_dataset.log"))
+                        stages.append(Stage(f"meta-dataset {tag}", cmd, md / "summary.json", run / "meta_dataset.log",
+                                            kind="meta_dataset", key="meta_dataset"))
         if L["enabled"] and L["random_init"]:
             first = out / "pretrain" / (ds or "default") / f"{P['objectives'][0]}_{P['estimators'][0]}_s{P['seeds'][0]}"
             base = out / "baselines" / (ds or "default") / "random_init"
             stages.append(Stage(f"lincls {ds + ' ' if ds else ''}random-init baseline",
                                 _py("pretrain.lincls", first, "--random-init", "-o", base, *L["overrides"]),
-                                base / "summary.json", base.with_suffix(".log")))
+                                base / "summary.json", base.with_suffix(".log"), kind="baseline", key=ds))
     return stages
 
 
@@ -182,12 +190,15 @@ def run_stage(stage: Stage) -> float:
     return time.perf_counter() - t0
 
 
-def run_suite(suite: dict, out: Path, progress: bool = True) -> str:
+def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str:
+    """Runs the stages not yet complete, then writes the tables; ``select`` filters the planned stages."""
     out.mkdir(parents=True, exist_ok=True)
     gone = drop_unavailable(suite)
     for s in gone:
         print(f"[ring-suite] source '{s}' is not installed here; leaving it out (see README: offline data).")
     stages = plan(suite, out)
+    if select:
+        stages = select(stages)
     todo = [s for s in stages if not s.done.exists()]
     print(f"[ring-suite] {suite['name']}: {len(stages)} stages, {len(stages) - len(todo)} already complete -> {out}")
     t0 = time.perf_counter()
@@ -233,19 +244,27 @@ def main(argv: list[str] | None = None) -> int:
     p = command_parser("ring-suite", __doc__, output="output directory (default: runs/<suite name>)")
     p.add_argument("suite", nargs="?", default=None, help="suite YAML or a shipped name (default: the embedded one)")
     p.add_argument("--dry-run", action="store_true", help="list the stages and whether each is complete")
+    p.add_argument("--smoke", action="store_true", help="every distinct stage once, at toy size on tiny files in "
+                                                        "each dataset's real format, through the same launchers")
     p.add_argument("--slurm", default=None, help="submit to Slurm with submitit: partition=..,gpus_per_node=..")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     suite, path = load_suite(args.suite)
-    out = Path(args.output or f"runs/{Path(path).stem}")
+    out = Path(args.output or f"runs/{Path(path).stem}{'_smoke' if args.smoke else ''}")
     if args.slurm:
         return submit_slurm(path, out, args.slurm)
+    select = None
+    if args.smoke:
+        from .smoke import distinct, make_smoke
+
+        suite, select = make_smoke(suite, out), distinct
     if args.dry_run:
         drop_unavailable(suite)
-        for s in plan(suite, out):
+        stages = plan(suite, out)
+        for s in select(stages) if select else stages:
             print(f"[{'x' if s.done.exists() else ' '}] {s.name}: {' '.join(s.cmd[1:])}")
         return 0
-    run_suite(suite, out, progress=not args.no_progress)
+    run_suite(suite, out, progress=not args.no_progress, select=select)
     return 0
 
 

@@ -282,9 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        if args.num_machines > 1:
+            raise TransferError("--num-machines > 1 needs CUDA; on CPU, --num-gpus N runs N gloo processes on this "
+                                "machine only.")
+        from .cpu_launch import launch_cpu
+
+        launch_cpu(train, args.num_gpus, args.dist_url, (args,))
+        return 0
     if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
         raise TransferError(f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA devices and this machine has "
-                            f"{torch.cuda.device_count()}; use --num-gpus 1 (CPU or one GPU).")
+                            f"{torch.cuda.device_count()}; use --num-gpus {torch.cuda.device_count()} or fewer.")
     launch(train, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
     return 0
