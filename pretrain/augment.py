@@ -74,10 +74,14 @@ def build_train_transform(name: str, size: int) -> T.Compose:
     return AUGMENTATION_REGISTRY.get(name)(size)
 
 
+NO_VIEW = torch.empty(0)  # the second view of one-view objectives
+
+
 class TwoViewDataset(Dataset):
     """Yields (view1, view2, index, label); randomness is a pure function of (seed, epoch, index).
 
-    With ``views=1`` (IR, CMC) only one view is augmented and it is returned in both places."""
+    With ``views=1`` (IR, CMC) only one view is augmented; the second place holds an empty tensor, so the
+    one view is collated, pinned and copied to the device once."""
 
     def __init__(self, base: Dataset, transform: Callable, seed: int, views: int = 2):
         self.base, self.transform, self.seed, self.views = base, transform, seed, views
@@ -96,7 +100,7 @@ class TwoViewDataset(Dataset):
             random.seed(s)
             try:
                 v1 = self.transform(img)
-                v2 = self.transform(img) if self.views == 2 else v1
+                v2 = self.transform(img) if self.views == 2 else NO_VIEW
             finally:
                 random.setstate(state)
         return v1, v2, i, label

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .common import UserError
-from .io import atomic_torch_save
+from .io import atomic_copy, atomic_torch_save
 
 KIND = "ringnce.pretrain"
 FORMAT = 1
@@ -23,11 +23,13 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(run_dir: Path, state: dict, epoch_copy: int | None = None) -> Path:
+    """checkpoint_last.pth, atomically; ``epoch_copy``: also checkpoint_eNNNN.pth, the same file linked (or
+    copied), so the state is serialised once."""
     state = {"kind": KIND, "format": FORMAT, **state}
     path = Path(run_dir) / LAST
     atomic_torch_save(state, path)
     if epoch_copy is not None:
-        atomic_torch_save(state, Path(run_dir) / f"checkpoint_e{epoch_copy:04d}.pth")
+        atomic_copy(path, Path(run_dir) / f"checkpoint_e{epoch_copy:04d}.pth")
     return path
 
 

@@ -96,7 +96,8 @@ def get_defaults() -> CfgNode:
 
     C.CHECKPOINT = CfgNode()
     C.CHECKPOINT.PERIOD_ITERS = 500  # also written at every epoch end
-    C.CHECKPOINT.KEEP_EPOCHS = True  # keep checkpoint_eNNNN.pth per epoch besides checkpoint_last.pth
+    # retention: checkpoint_last.pth always; checkpoint_eNNNN.pth every KEEP_EVERY epochs and after the last one
+    C.CHECKPOINT.KEEP_EVERY = 50
 
     C.LOG = CfgNode()
     C.LOG.PERIOD = 10
@@ -250,7 +251,7 @@ def load_config(path: str | os.PathLike | None = None, opts: list[str] | None = 
 
 # Keys earlier versions wrote into run directories and checkpoints, since removed: dropped when a saved
 # config is read back, so that older runs can still be evaluated and exported.
-REMOVED_KEYS = {"LINCLS": ("AUGMENT",), "RING": ("STEP_EPOCHS", "STEP_GAMMA")}
+REMOVED_KEYS = {"LINCLS": ("AUGMENT",), "RING": ("STEP_EPOCHS", "STEP_GAMMA"), "CHECKPOINT": ("KEEP_EPOCHS",)}
 
 
 def config_from_yaml_str(text: str) -> CfgNode:

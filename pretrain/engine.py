@@ -150,6 +150,8 @@ class Trainer:
                           prefetch_factor=4 if nw else None)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:  # the empty second view of one-view objectives (IR, CMC)
+            return x
         return x.to(self.device, non_blocking=True).contiguous(memory_format=memory_format(self.cfg))
 
     def loss_value(self) -> float:

@@ -112,18 +112,21 @@ class KNNMonitor(Hook):
 
 
 class PeriodicCheckpointer(Hook):
-    """checkpoint_last.pth every CHECKPOINT.PERIOD_ITERS iterations within an epoch, at every epoch end
-    (with an epoch copy when CHECKPOINT.KEEP_EPOCHS), and where SOLVER.MAX_ITERS stops mid-epoch."""
+    """checkpoint_last.pth every CHECKPOINT.PERIOD_ITERS iterations within an epoch, at every epoch end, and
+    where SOLVER.MAX_ITERS stops mid-epoch; a kept copy checkpoint_eNNNN.pth every CHECKPOINT.KEEP_EVERY
+    epochs and after the last epoch (the retention policy: disk per run stays bounded)."""
 
     def __init__(self, cfg):
-        self.period, self.keep_epochs = cfg.CHECKPOINT.PERIOD_ITERS, cfg.CHECKPOINT.KEEP_EPOCHS
+        self.period, self.keep_every, self.epochs = cfg.CHECKPOINT.PERIOD_ITERS, cfg.CHECKPOINT.KEEP_EVERY, \
+            cfg.SOLVER.EPOCHS
 
     def after_step(self, trainer, stats):
         if not trainer.epoch_complete() and trainer.iter % self.period == 0:
             trainer.save()
 
     def after_epoch(self, trainer):
-        trainer.save(epoch_copy=trainer.epoch if self.keep_epochs else None)
+        keep = trainer.epoch == self.epochs or (self.keep_every > 0 and trainer.epoch % self.keep_every == 0)
+        trainer.save(epoch_copy=trainer.epoch if keep else None)
 
     def after_train(self, trainer):
         if trainer.batch_in_epoch:  # stopped by SOLVER.MAX_ITERS mid-epoch

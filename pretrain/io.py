@@ -35,6 +35,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """dst becomes a hard link to src (a copy where links are not possible), never a half file."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 

@@ -19,6 +19,9 @@ def test_base_inheritance_and_overrides():
     assert cfg.DATA.NAME == "cifar10" and cfg.SOLVER.LR == 0.03 and cfg.SOLVER.EPOCHS == 3 and cfg.RING.OUTER == 0.2
     assert cfg.OBJECTIVE.ESTIMATOR == "ring" and cfg.RING.SCHEDULE == "linear" and cfg.RING.ANNEAL_EPOCHS == 100
     assert cfg.MOCO.QUEUE_SIZE == 4096 and load_config("imagenet/moco_nce").MOCO.QUEUE_SIZE == 65536
+    paper = load_config("stl10_paper224/moco_ring")
+    assert (paper.DATA.IMAGE_SIZE, paper.MODEL.SMALL_STEM, paper.DATA.TRAIN_SPLIT) == (224, False, "train")
+    assert paper.LINCLS.PROTOCOL == "paper" and load_config("cifar10/ir_nce").DATA.IMAGE_SIZE == 32
 
 
 def test_generated_configs_are_up_to_date():
@@ -28,7 +31,9 @@ def test_generated_configs_are_up_to_date():
     import gen_configs
 
     files = gen_configs.render()
-    assert len(files) == 4 * (1 + 4 * 5)  # per dataset: base + objectives x (nce, ring, ball, 2 annealed)
+    # 7 datasets (CIFAR-10/100 and STL-10 at native size and at 224 px, ImageNet), each: base + objectives x
+    # (nce, ring, ball, 2 annealed)
+    assert len(files) == 7 * (1 + 4 * 5)
     for path, text in files.items():
         assert path.read_text() == text, f"{path} is stale: run python tools/gen_configs.py"
 

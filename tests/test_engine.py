@@ -27,8 +27,9 @@ def test_run_directory_is_complete(tmp_path, tiny_opts):
     run = tmp_path / "run"
     assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"LOG.TENSORBOARD": "True"})]) == 0
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint_last.pth", "checkpoint_e0001.pth",
-            "checkpoint_e0002.pth", "tb"} <= names
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint_last.pth", "checkpoint_e0002.pth",
+            "tb"} <= names
+    assert "checkpoint_e0001.pth" not in names  # retention: every CHECKPOINT.KEEP_EVERY (50) epochs and the last
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stage"] == "pretrain" and summary["method"] == "moco" and summary["estimator"] == "nce"
     assert summary["metrics"]["iters"] == 16 and 0 <= summary["metrics"]["knn_top1"] <= 100
@@ -174,3 +175,14 @@ def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, tiny_opts):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     s = trainer.train()
     assert s["metrics"]["iters"] == 3 and 0 < s["metrics"]["loss"] < 50
+
+
+def test_checkpoint_retention_keeps_last_final_and_every_nth_epoch(tmp_path, tiny_opts):
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"SOLVER.EPOCHS": 5, "CHECKPOINT.KEEP_EVERY": 2, "KNN.ENABLED": False})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    kept = sorted(p.name for p in run.glob("checkpoint_*.pth"))
+    assert kept == ["checkpoint_e0002.pth", "checkpoint_e0004.pth", "checkpoint_e0005.pth", "checkpoint_last.pth"]
+    final, last = run / "checkpoint_e0005.pth", run / "checkpoint_last.pth"
+    assert final.read_bytes() == last.read_bytes() and os.path.samefile(final, last)  # serialised once, linked
+    assert load_checkpoint(run / "checkpoint_e0002.pth")["epoch"] == 2

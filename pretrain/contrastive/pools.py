@@ -29,9 +29,10 @@ class Queue(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         n, size = keys.shape[0], self.keys.shape[0]
-        p = int(self.ptr)
-        self.keys[p:p + n] = keys.to(self.keys.dtype)
-        self.ptr.fill_((p + n) % size)
+        # rows ptr .. ptr + n - 1, computed on the device: reading the pointer on the host would sync
+        rows = (self.ptr + torch.arange(n, device=self.ptr.device)) % size
+        self.keys.index_copy_(0, rows, keys.to(self.keys.dtype))
+        self.ptr.copy_((self.ptr + n) % size)
 
 
 class MemoryBank(nn.Module):

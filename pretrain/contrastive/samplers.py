@@ -60,7 +60,14 @@ def ring_indices(scores: torch.Tensor, outer_frac: float, inner_frac: float) -> 
     # Drop the `inner` hardest candidates of the outer set: a second, smaller partial selection.
     _, drop = vals.topk(inner, dim=1, sorted=False)
     keep = torch.ones_like(vals, dtype=torch.bool).scatter_(1, drop, False)
-    return idx[keep].view(b, outer - inner)
+    return idx.gather(1, kept_positions(keep, outer - inner))
+
+
+def kept_positions(keep: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, count) column positions of the True entries of each row of ``keep``, in column order: what
+    ``x[keep].view(B, count)`` selects, without boolean-mask indexing (a host sync on CUDA).  Every row must
+    hold exactly ``count`` True entries."""
+    return keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :count]
 
 
 class Candidates:

@@ -12,6 +12,7 @@ import torch
 from ... import distributed as D
 from ...backbones import build_encoder
 from . import OBJECTIVE_REGISTRY
+from ..samplers import kept_positions
 from .base import ContrastiveObjective, full_precision
 
 
@@ -42,8 +43,7 @@ class SimCLR(ContrastiveObjective):
         keep = torch.ones_like(scores, dtype=torch.bool)
         keep[rows, own] = False
         keep[rows, partner] = False
-        n = pool.shape[0] - 2
-        candidates = scores[keep].view(2 * b, n)
-        pool_rows = torch.arange(pool.shape[0], device=z.device).expand(2 * b, -1)[keep].view(2 * b, n)
+        pool_rows = kept_positions(keep, pool.shape[0] - 2)  # without boolean-mask indexing (no host sync)
+        candidates = scores.gather(1, pool_rows)
         neg = self.negatives_from_scores(z, pos, candidates, pool, pool_rows)
         return self.loss(neg), self.step_stats(neg.logits)

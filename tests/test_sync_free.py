@@ -1,0 +1,55 @@
+"""A training step that never waits for the device: no operator that forces a host synchronisation on CUDA
+runs inside an objective's step (forward, backward, optimizer step), checked on CPU with a dispatch mode
+that fails on them."""
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from pretrain.config import load_config
+from pretrain.contrastive.objectives import build_objective
+
+aten = torch.ops.aten
+SYNCING = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.is_nonzero, aten.item}
+
+
+class FailOnHostSync(TorchDispatchMode):
+    """.item()/int()/float() (_local_scalar_dense), nonzero, masked_select and boolean-mask indexing."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = func.overloadpacket
+        if packet in SYNCING:
+            raise AssertionError(f"host sync: {func}")
+        if packet in (aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_):
+            indices = args[1] if len(args) > 1 else kwargs.get("indices", [])
+            if any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices):
+                raise AssertionError(f"boolean-mask indexing: {func}")
+        return func(*args, **kwargs)
+
+
+def test_the_detector_catches_each_kind_of_sync():
+    x = torch.randn(4)
+    for syncing in (lambda: x.sum().item(), lambda: float(x[0]), lambda: x[x > 0], lambda: x.nonzero(),
+                    lambda: torch.masked_select(x, x > 0)):
+        with pytest.raises(AssertionError, match="host sync|boolean-mask"), FailOnHostSync():
+            syncing()
+
+
+@pytest.mark.parametrize("est", ["nce", "ring"])
+@pytest.mark.parametrize("name", ["ir", "cmc", "moco", "simclr"])
+def test_an_objective_step_has_no_host_sync(name, est):
+    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16",
+                             "MODEL.SMALL_STEM", "False", "MODEL.WIDTH", "16", "CMC.WIDTH", "8", "MOCO.QUEUE_SIZE", "64",
+                             "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5"])
+    torch.manual_seed(0)
+    obj = build_objective(cfg, dataset_size=64, global_batch=8)
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    x1, x2, index = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), torch.arange(8)
+    for step in range(2):  # the second step runs with the optimizer's momentum buffers in place
+        with FailOnHostSync():
+            obj.set_progress(step)
+            loss, stats = obj(x1, x2, index)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    assert torch.isfinite(loss)
