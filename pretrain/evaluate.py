@@ -48,25 +48,40 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict
     return res
 
 
-def train_linear_on_features(train_f, train_y, test_f, test_y, num_classes: int, epochs: int, batch_size: int,
-                             lr: float, momentum: float, weight_decay: float, lr_lambda, seed: int,
-                             progress: bool = False):
-    """A linear classifier on cached frozen features (exactly the linear probe without augmentation)."""
+def train_linear_probe(train, test, num_classes: int, epochs: int, batch_size: int, lr: float, momentum: float,
+                       weight_decay: float, lr_lambda, seed: int, device="cpu", progress: bool = False):
+    """A linear classifier on frozen features (``feature_cache.InMemoryFeatures`` or ``FeatureCache``), trained
+    on ``device`` from mini-batches, then scored chunk by chunk: memory stays bounded by a batch."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    clf = torch.nn.Linear(train_f.shape[1], num_classes)
+    clf = torch.nn.Linear(train.dim, num_classes).to(device)
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    iters_per_epoch = max(1, len(train_f) // batch_size)
+    iters_per_epoch = max(1, len(train) // batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     for _ in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
-        perm = torch.randperm(len(train_f), generator=g)
+        perm = torch.randperm(len(train), generator=g)
         for b in range(iters_per_epoch):
-            idx = perm[b * batch_size:(b + 1) * batch_size]
-            loss = F.cross_entropy(clf(train_f[idx]), train_y[idx])
+            x, y = train.batch(perm[b * batch_size:(b + 1) * batch_size])
+            loss = F.cross_entropy(clf(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    with torch.no_grad():
-        scores = clf(test_f)
-    return clf, topk_accuracy(scores, test_y)
+    with torch.no_grad():  # top-k hits chunk by chunk: no (N_test x classes) score matrix in memory
+        hits, n = {}, 0
+        for x, y in test.chunks(8192):
+            acc = topk_accuracy(clf(x.to(device)).float().cpu(), y)
+            for k, v in acc.items():
+                hits[k] = hits.get(k, 0.0) + v * len(y)
+            n += len(y)
+    return clf.cpu(), {k: v / n for k, v in hits.items()}
+
+
+def train_linear_on_features(train_f, train_y, test_f, test_y, num_classes: int, epochs: int, batch_size: int,
+                             lr: float, momentum: float, weight_decay: float, lr_lambda, seed: int,
+                             progress: bool = False):
+    """``train_linear_probe`` on tensors held in memory (exactly the linear probe without augmentation)."""
+    from .feature_cache import InMemoryFeatures
+
+    return train_linear_probe(InMemoryFeatures(train_f, train_y), InMemoryFeatures(test_f, test_y), num_classes,
+                              epochs, batch_size, lr, momentum, weight_decay, lr_lambda, seed, progress=progress)

@@ -13,6 +13,7 @@ records which one produced the number.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,11 +25,17 @@ from .checkpoint import backbone_state_dict, load_checkpoint
 from .config import config_from_yaml_str, merge_overrides
 from .data import build_dataset, labelled_split
 from .common import CHECKPOINT_HELP, cli_main, command_parser, resolve_device
-from .evaluate import extract_features, topk_accuracy, train_linear_on_features
+from .evaluate import extract_features, topk_accuracy, train_linear_probe
+from .feature_cache import FeatureCache
 from .io import atomic_write_text, write_summary
 from .lincls_protocols import Protocol, build_protocol
 from .lr_schedules import build_lr_lambda
 from .seeding import seed_everything
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 def load_backbone(checkpoint: str | Path, random_init: bool = False, opts: list[str] | None = None):
@@ -90,21 +97,24 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     test_set = build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, L.MAX_TEST)
     iters = max(1, len(train_set) // L.BATCH_SIZE) * L.EPOCHS
     lr_lambda = build_lr_lambda(protocol.schedule, protocol.steps, 0.1, iters)
-    if protocol.cached:
-        ftr, ytr = extract_features(bb, TransformedDataset(train_set, protocol.train_transform), device,
-                                    num_workers=cfg.DATA.NUM_WORKERS, progress=progress, desc="train features")
-        fte, yte = extract_features(bb, TransformedDataset(test_set, protocol.test_transform), device,
-                                    num_workers=cfg.DATA.NUM_WORKERS, progress=progress, desc="test features")
-        n_cls = int(max(ytr.max(), yte.max())) + 1
-        _, acc = train_linear_on_features(ftr, ytr, fte, yte, n_cls, L.EPOCHS, L.BATCH_SIZE, protocol.lr,
-                                          protocol.momentum, protocol.weight_decay, lr_lambda, cfg.SEED,
-                                          progress=progress)
-    else:
-        n_cls = int(max(getattr(train_set, "targets", [0]))) + 1
-        acc = probe_through_encoder(bb, protocol, cfg, train_set, test_set, n_cls, device, lr_lambda)
     src = Path(checkpoint)
     run_dir = src if src.is_dir() else src.parent
     out = Path(out_dir) if out_dir else run_dir / ("lincls_random_init" if random_init else "lincls")
+    if protocol.cached:
+        # features on disk (float16, memory-mapped) and streamed to the probe: memory bounded at any N
+        with tempfile.TemporaryDirectory(prefix=".features-", dir=_mkdir(out)) as tmp:
+            kw = dict(device=device, batch_size=256, num_workers=cfg.DATA.NUM_WORKERS, progress=progress)
+            ftr = FeatureCache.write(bb, TransformedDataset(train_set, protocol.train_transform), folder=Path(tmp) / "train",
+                                     desc="train features", **kw)
+            fte = FeatureCache.write(bb, TransformedDataset(test_set, protocol.test_transform), folder=Path(tmp) / "test",
+                                     desc="test features", **kw)
+            n_cls = int(max(ftr.labels.max(), fte.labels.max())) + 1
+            _, acc = train_linear_probe(ftr, fte, n_cls, L.EPOCHS, L.BATCH_SIZE, protocol.lr, protocol.momentum,
+                                        protocol.weight_decay, lr_lambda, cfg.SEED, device=device, progress=progress)
+            del ftr, fte  # close the memory maps before the folder goes
+    else:
+        n_cls = int(max(getattr(train_set, "targets", [0]))) + 1
+        acc = probe_through_encoder(bb, protocol, cfg, train_set, test_set, n_cls, device, lr_lambda)
     atomic_write_text(out / "config.yaml", cfg.dump())
     return write_summary(out, stage="lincls", method=cfg.OBJECTIVE.NAME if not random_init else "random_init",
                          estimator=cfg.OBJECTIVE.ESTIMATOR if not random_init else "none",
