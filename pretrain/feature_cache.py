@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 
-class InMemoryFeatures:
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
-        self.features, self.labels = features, labels
+class Features:
+    """What a linear probe reads: ``features`` (N, D), ``labels`` (N,), ``batch(idx)`` and ``chunks(size)``."""
+
+    features: object
+    labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -28,6 +30,11 @@ class InMemoryFeatures:
     @property
     def dim(self) -> int:
         return self.features.shape[1]
+
+
+class InMemoryFeatures(Features):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features[idx], self.labels[idx]
@@ -37,20 +44,13 @@ class InMemoryFeatures:
             yield self.features[s:s + size], self.labels[s:s + size]
 
 
-class FeatureCache:
+class FeatureCache(Features):
     """Features and labels memory-mapped from ``folder`` (written by ``FeatureCache.write``)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.features = np.load(self.folder / "features.npy", mmap_mode="r")
         self.labels = torch.from_numpy(np.load(self.folder / "labels.npy"))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def dim(self) -> int:
-        return self.features.shape[1]
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``idx`` (read in file order), as float32."""
