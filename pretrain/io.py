@@ -1,6 +1,7 @@
 """Atomic file writes and the run-directory logs (metrics.jsonl, summary.json)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -75,11 +76,36 @@ def _plain(v: Any) -> Any:
     return v
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """The code behind a result: ringnce's version, and the git commit when it runs from a checkout
+    (``+dirty`` when tracked files were modified).  Looked up once per process."""
+    import importlib.metadata as md
+    import subprocess
+
+    try:
+        version = md.version("ringnce")
+    except md.PackageNotFoundError:
+        version = "unknown"
+    root, commit = Path(__file__).resolve().parents[1], None
+    if (root / ".git").exists():
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            commit = (head + ("+dirty" if dirty else "")) if head else None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"ringnce_version": version, "git_commit": commit}
+
+
 def write_summary(run_dir: str | os.PathLike, *, stage: str, method: str, estimator: str, backbone: str,
                   dataset: str, seed: int, metrics: dict, **extra: Any) -> dict:
     """The table-ready result of a stage: summary.json of its run directory (README: the run directory)."""
     summary = {"stage": stage, "method": method, "estimator": estimator, "backbone": backbone,
-               "dataset": dataset, "seed": seed, "metrics": {k: _plain(v) for k, v in metrics.items()}}
+               "dataset": dataset, "seed": seed, "metrics": {k: _plain(v) for k, v in metrics.items()},
+               **dict(code_version())}
     summary.update(extra)
     atomic_write_json(Path(run_dir) / "summary.json", summary)
     return summary

@@ -65,3 +65,18 @@ def test_same_tables_every_time_in_every_format(runs, tmp_path, capsys):
     assert out.read_text() == a and (tmp_path / "t.png").stat().st_size > 1000
     assert results_main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_every_summary_records_the_code_behind_it(tmp_path):
+    import subprocess
+
+    from pretrain.io import write_summary
+    from tests.conftest import ROOT
+
+    s = write_summary(tmp_path, stage="lincls", method="moco", estimator="nce", backbone="resnet18", dataset="x",
+                      seed=0, metrics={"top1": 1.0})
+    assert s["ringnce_version"] == "0.1.0"
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert s["git_commit"].split("+")[0] == head.strip()
+    assert json.loads((tmp_path / "summary.json").read_text())["git_commit"] == s["git_commit"]
