@@ -7,18 +7,26 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 
-@torch.no_grad()
-def extract_features(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256,
-                     num_workers: int = 0, progress: bool = False, desc: str = "features"):
-    """(features (N, D) float32 on CPU, labels (N,)) with the backbone in eval mode (BN frozen)."""
+def encode_batches(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256,
+                   num_workers: int = 0, progress: bool = False, desc: str = "features"):
+    """Yields (features (b, D) float32 on CPU, labels (b,)) batch by batch, the backbone in eval mode (BN
+    frozen; its mode is restored afterwards)."""
     was_training = backbone.training
     backbone.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    feats, labels = [], []
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        feats.append(backbone(x.to(device, non_blocking=True)).float().cpu())
-        labels.append(torch.as_tensor(y))
-    backbone.train(was_training)
+    try:
+        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            with torch.no_grad():
+                f = backbone(x.to(device, non_blocking=True)).float().cpu()
+            yield f, torch.as_tensor(y)
+    finally:
+        backbone.train(was_training)
+
+
+def extract_features(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256,
+                     num_workers: int = 0, progress: bool = False, desc: str = "features"):
+    """(features (N, D) float32 on CPU, labels (N,)) held in memory."""
+    feats, labels = zip(*encode_batches(backbone, dataset, device, batch_size, num_workers, progress, desc))
     return torch.cat(feats), torch.cat(labels)
 
 

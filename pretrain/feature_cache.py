@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 
 class Features:
@@ -63,28 +62,24 @@ class FeatureCache(Features):
             yield torch.from_numpy(np.asarray(self.features[s:s + size], dtype=np.float32)), self.labels[s:s + size]
 
     @classmethod
-    @torch.no_grad()
     def write(cls, backbone: torch.nn.Module, dataset: Dataset, device, folder: str | Path, batch_size: int = 256,
               num_workers: int = 0, progress: bool = False, desc: str = "features") -> "FeatureCache":
-        """Encodes ``dataset`` (items: image tensor, label) with the backbone in eval mode, batch by batch
+        """Encodes ``dataset`` (items: image tensor, label) with ``evaluate.encode_batches``, batch by batch
         into ``folder`` (written under a temporary name, then renamed: never a half cache)."""
+        from .evaluate import encode_batches
+
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        was_training = backbone.training
-        backbone.eval()
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         feats, labels, row = None, np.empty(len(dataset), dtype=np.int64), 0
-        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            f = backbone(x.to(device, non_blocking=True)).float().cpu().numpy()
+        for f, y in encode_batches(backbone, dataset, device, batch_size, num_workers, progress, desc):
             if feats is None:
                 feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16,
                                                   shape=(len(dataset), f.shape[1]))
-            feats[row:row + len(f)] = f.astype(np.float16)
-            labels[row:row + len(f)] = np.asarray(y)
+            feats[row:row + len(f)] = f.numpy().astype(np.float16)
+            labels[row:row + len(f)] = y.numpy()
             row += len(f)
-        backbone.train(was_training)
         feats.flush()
         del feats
         np.save(tmp / "labels.npy", labels)

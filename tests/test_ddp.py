@@ -51,6 +51,6 @@ def test_pools_identical_on_all_ranks_from_the_first_step_and_after_resume(two_p
         assert r0["iter"] == r1["iter"] == iters
         assert r0["pools"] and all(torch.equal(r0["pools"][k], r1["pools"][k]) for k in r0["pools"])
         assert all(torch.equal(r0["params"][k], r1["params"][k]) for k in r0["params"])
-        untouched = r0["pools"]["queue.keys"][16:] if name == "moco" else None
-        if untouched is not None:  # entries no iteration wrote yet: the shared initialisation
-            assert torch.equal(untouched, r1["pools"]["queue.keys"][16:])
+        # the pool is larger than what the iterations wrote, so its untouched initial entries are compared too
+        pool = r0["pools"]["queue.keys" if name == "moco" else "memory.bank"]
+        assert len(pool) == 64 > 8 * iters

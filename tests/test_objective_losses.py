@@ -167,8 +167,7 @@ def test_autocast_leaves_the_ring_and_the_loss_in_fp32(name):
     runs = {}
     for mode in ("fp32", "bf16"):
         o = copy.deepcopy(obj)
-        o.sampler = Spy(o.sampler)
-        o.estimator.sampler = o.sampler
+        o.estimator.sampler = Spy(o.sampler)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
             loss, _ = o(images(range(b)), images(range(b)), torch.arange(b))
         runs[mode] = (loss.item(), o.sampler.selected[0])

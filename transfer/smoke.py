@@ -65,10 +65,10 @@ def _detectron2_data(root: Path, names: set[str]) -> None:
     person = [c for c in coco if c["name"] == "person"]
     known = set()
     for split in ("train", "val"):
-        if {f"coco_2017_{split}"} & names:
+        if f"coco_2017_{split}" in names:
             formats.write_coco(root, split, coco, n_images=4)
             known.add(f"coco_2017_{split}")
-        if {f"keypoints_coco_2017_{split}"} & names:
+        if f"keypoints_coco_2017_{split}" in names:
             formats.write_coco(root, split, person, keypoints=True, n_images=4, seed=1)
             known.add(f"keypoints_coco_2017_{split}")
     voc = {n for n in names if n.startswith("voc_")}

@@ -57,9 +57,13 @@ class SuiteError(UserError):
 def _check(user: dict, ref: dict, where: str, prefix: str = "") -> dict:
     """The schema's defaults updated with the user's values; unknown keys are one sentence."""
     check_keys(user, ref, where, prefix, error=SuiteError)
+    return _with_defaults(user or {}, ref)
+
+
+def _with_defaults(user: dict, ref: dict) -> dict:
     out = copy.deepcopy(ref)
-    for k, v in (user or {}).items():
-        out[k] = _check(v, ref[k], where, f"{prefix}{k}.") if isinstance(ref[k], dict) else v
+    for k, v in user.items():
+        out[k] = _with_defaults(v, ref[k]) if isinstance(ref[k], dict) else v
     return out
 
 

@@ -32,7 +32,7 @@ STATE_KEY = "ringnce_state"
 class ResumableTrainingSampler(TrainingSampler):
     def __init__(self, size: int, seed: int, skip: int = 0):
         super().__init__(size, shuffle=True, seed=seed)
-        self.seed, self.skip = int(seed), int(skip)
+        self.skip = int(skip)
 
     def __iter__(self):
         yield from itertools.islice(super().__iter__(), self.skip, None)

@@ -40,13 +40,17 @@ class ContrastiveObjective(nn.Module):
         super().__init__()
         self.temperature = float(cfg.OBJECTIVE.TEMPERATURE)
         self.estimator = build_estimator(cfg)
-        self.sampler = self.estimator.sampler
         # optimizer steps per epoch, as the engine's sampler counts them (full batches only)
         self.schedule = build_schedule(cfg.RING, max(1, dataset_size // global_batch))
         self.outer = self.schedule(0)
         self.generator = torch.Generator().manual_seed(int(cfg.SEED) + 17)  # negative draws, shuffle-BN
         # memory-bank objectives (IR, CMC): negatives per anchor, and the bound on scores held at once
         self.num_negatives, self.score_block = int(cfg.BANK.NUM_NEGATIVES), int(cfg.BANK.SCORE_BLOCK)
+
+    @property
+    def sampler(self):
+        """The estimator's sampler (which negatives)."""
+        return self.estimator.sampler
 
     def set_progress(self, step: int) -> None:
         """Before optimizer step ``step`` (0-based): the ring's outer fraction for it."""
