@@ -3,6 +3,7 @@
     ring-meta-dataset runs/moco --records data/meta_dataset --sources fashion_mnist animal_mnist -o runs/moco/md
     ring-meta-dataset runs/moco --records /data/md --sources ilsvrc_2012 omniglot aircraft \\
         --protocol 5w5s --classifier logreg --episodes 600 --image-size 84
+    ring-meta-dataset runs/moco --random-init --records data/meta_dataset --sources animal_mnist  # its baseline
     ring-meta-dataset --backbone resnet18 --records data/meta_dataset --sources animal_mnist   # random init
 
 Protocols: ``variable`` (the benchmark's variable-way variable-shot episodes), ``5w1s`` and ``5w5s`` (5
@@ -31,14 +32,18 @@ from .features import source_features
 from .sources import Source
 
 
-def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0):
-    """(backbone module, description dict, default image size)."""
+def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0, random_init: bool = False):
+    """(backbone module, description dict, default image size).  ``random_init`` with a checkpoint: the run's
+    own architecture, untrained, initialised from its SEED (the baseline paired with it)."""
     if checkpoint:
+        from pretrain.config import result_fingerprint
         from pretrain.lincls import load_backbone
 
-        cfg, bb = load_backbone(checkpoint)
-        return bb, {"method": cfg.OBJECTIVE.NAME, "estimator": cfg.OBJECTIVE.ESTIMATOR,
-                    "backbone": cfg.MODEL.BACKBONE, "seed": cfg.SEED}, cfg.DATA.IMAGE_SIZE
+        cfg, bb = load_backbone(checkpoint, random_init)
+        return bb, {"method": "random_init" if random_init else cfg.OBJECTIVE.NAME,
+                    "estimator": "none" if random_init else cfg.OBJECTIVE.ESTIMATOR,
+                    "backbone": cfg.MODEL.BACKBONE, "seed": cfg.SEED, "config": result_fingerprint(cfg)}, \
+            cfg.DATA.IMAGE_SIZE
     from pretrain.backbones import build_backbone
 
     torch.manual_seed(seed)
@@ -83,7 +88,7 @@ def linear_readout(feats: dict[int, torch.Tensor], seed: int = 0, epochs: int = 
 
 
 def evaluate(args) -> tuple[pd.DataFrame, dict]:
-    model, desc, default_size = load_model(args.checkpoint, args.backbone, args.seed)
+    model, desc, default_size = load_model(args.checkpoint, args.backbone, args.seed, args.random_init)
     size = args.image_size or default_size
     device = resolve_device(args.device)
     cache = Path(args.cache_dir or Path(args.records) / ".feature_cache")
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                        output="output directory: summary.json and table.md")
     p.add_argument("--backbone", help="instead of a checkpoint: a torchvision/timm ResNet name, randomly "
                                       "initialised (a baseline)")
+    p.add_argument("--random-init", action="store_true", help="with a checkpoint: its architecture, untrained "
+                                                               "(seeded by its SEED): the paired baseline")
     p.add_argument("--records", required=True, help="root holding one folder per source")
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -125,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None, help="default: <records>/.feature_cache")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.random_init and args.checkpoint is None:
+        raise UserError("--random-init takes the architecture of a checkpoint: give a ring-pretrain run directory "
+                        "(or use --backbone NAME).")
     if (args.checkpoint is None) == (args.backbone is None):
         raise UserError("give either a checkpoint (a ring-pretrain run directory) or --backbone NAME, not "
                         f"{'both' if args.checkpoint else 'neither'}.")
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                       backbone=desc["backbone"], dataset="meta_dataset", seed=desc["seed"], metrics=metrics,
                       episode_seed=args.seed,
                       protocol=args.protocol, classifier=args.classifier, episodes=args.episodes, split=args.split,
-                      checkpoint=args.checkpoint, sources=df.to_dict(orient="records"))
+                      checkpoint=args.checkpoint, sources=df.to_dict(orient="records"), config=desc.get("config", {}))
         atomic_write_text(Path(args.output) / "table.md", table + "\n")
     return 0
 

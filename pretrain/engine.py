@@ -19,7 +19,7 @@ from . import distributed as D
 from .augment import TransformedDataset, TwoViewDataset, build_train_transform, eval_transform
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .common import resolve_device
-from .config import CfgNode, ConfigError, get_key
+from .config import CfgNode, ConfigError, get_key, result_fingerprint
 from .contrastive.objectives import build_objective, objective_class
 from .data import build_dataset, labelled_split
 from .evaluate import extract_features, knn_predict, topk_accuracy
@@ -222,7 +222,8 @@ class Trainer:
         if self.main:
             summary = write_summary(self.run_dir, stage="pretrain", method=cfg.OBJECTIVE.NAME,
                                     estimator=cfg.OBJECTIVE.ESTIMATOR, backbone=cfg.MODEL.BACKBONE,
-                                    dataset=cfg.DATA.NAME, seed=cfg.SEED, metrics=metrics)
+                                    dataset=cfg.DATA.NAME, seed=cfg.SEED, metrics=metrics,
+                                    config=result_fingerprint(cfg))
         D.barrier()
         return summary or {"metrics": metrics}
 

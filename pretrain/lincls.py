@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .augment import TransformedDataset
 from .contrastive.objectives import build_eval_backbone
 from .checkpoint import backbone_state_dict, load_checkpoint
-from .config import config_from_yaml_str, merge_overrides
+from .config import config_from_yaml_str, merge_overrides, result_fingerprint
 from .data import build_dataset, labelled_split
 from .common import CHECKPOINT_HELP, cli_main, command_parser, resolve_device
 from .evaluate import extract_features, topk_accuracy, train_linear_probe
@@ -119,7 +119,7 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     return write_summary(out, stage="lincls", method=cfg.OBJECTIVE.NAME if not random_init else "random_init",
                          estimator=cfg.OBJECTIVE.ESTIMATOR if not random_init else "none",
                          backbone=cfg.MODEL.BACKBONE, dataset=cfg.DATA.NAME, seed=cfg.SEED,
-                         metrics=acc, checkpoint=str(src), protocol=protocol.name)
+                         metrics=acc, checkpoint=str(src), protocol=protocol.name, config=result_fingerprint(cfg))
 
 
 @cli_main("ring-lincls")

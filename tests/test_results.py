@@ -1,8 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 
-from transfer.results import MISSING, main as results_main, make_tables, render
+from transfer.results import MISSING, ci95, holm, main as results_main, make_tables, paired_delta, render
+
+C10 = "cifar10 (cached protocol)"
+CFG = {"MODEL.BACKBONE": "resnet18", "MODEL.WIDTH": "64", "DATA.NAME": "cifar10", "SOLVER.EPOCHS": "200",
+       "RING.SCHEDULE": "constant", "OBJECTIVE.NAME": "moco"}
 
 
 def _write(root, name, **s):
@@ -12,13 +17,16 @@ def _write(root, name, **s):
     (d / "summary.json").write_text(json.dumps({**base, **s}))
 
 
+def _lin(root, name, method, estimator, seed, top1, **cfg):
+    _write(root, name, stage="lincls", method=method, estimator=estimator, dataset="cifar10", seed=seed,
+           metrics={"top1": top1}, config={**CFG, "OBJECTIVE.ESTIMATOR": estimator, **cfg})
+
+
 @pytest.fixture
 def runs(tmp_path):
     for seed, (nce, ring) in enumerate([(80.0, 83.0), (82.0, 85.0)]):
-        _write(tmp_path, f"moco_nce_s{seed}/lincls", stage="lincls", method="moco", estimator="nce",
-               dataset="cifar10", seed=seed, metrics={"top1": nce, "top5": 99.0})
-        _write(tmp_path, f"moco_ring_s{seed}/lincls", stage="lincls", method="moco", estimator="ring",
-               dataset="cifar10", seed=seed, metrics={"top1": ring})
+        _lin(tmp_path, f"moco_nce_s{seed}/lincls", "moco", "nce", seed, nce)
+        _lin(tmp_path, f"moco_ring_s{seed}/lincls", "moco", "ring", seed, ring)
     _write(tmp_path, "ir_nce/lincls", stage="lincls", method="ir", estimator="nce", dataset="stl10",
            protocol="paper", metrics={"top1": 70.0})
     _write(tmp_path, "moco_nce_s0/det", stage="detection", method="moco", estimator="nce", task="mask_rcnn_FPN",
@@ -32,34 +40,112 @@ def runs(tmp_path):
     return tmp_path
 
 
-def test_linear_table_seeds_deltas_and_missing_cells(runs):
-    tables, deltas = make_tables([runs])
-    lin = tables["linear"]
-    c10, stl = "cifar10 (cached protocol)", "stl10 (paper protocol)"
-    assert lin.loc["moco-nce", c10] == "81.00 ± 1.41 (n=2)"
-    assert lin.loc["moco-ring", c10] == "84.00 ± 1.41 (n=2)"
-    assert lin.loc["Δ moco-ring − nce", c10] == "+3.00"
-    assert lin.loc["ir-nce", stl] == "70.00" and lin.loc["ir-nce", c10] == MISSING
-    assert lin.loc["moco-nce", stl] == MISSING and lin.loc["Δ moco-ring − nce", stl] == MISSING
-    assert deltas["linear"].loc["Δ moco-ring − nce", c10] == pytest.approx(3.0)
+def test_ci_and_paired_delta_equal_a_hand_computation():
+    # mean 81, sd sqrt(2), t(0.975, 1) = 12.7062...: half-width 12.7062 * sqrt(2) / sqrt(2)
+    mean, h, n = ci95([80.0, 82.0])
+    assert (mean, n) == (81.0, 2) and h == pytest.approx(12.7062047, rel=1e-6)
+    mean, h, n = ci95([1.0, 2.0, 4.0])  # sd = 1.5275, t(0.975, 2) = 4.3027
+    assert mean == pytest.approx(7 / 3) and h == pytest.approx(4.30265273 * 1.52752523 / np.sqrt(3), rel=1e-6)
+    assert np.isnan(ci95([5.0])[1]) and ci95([])[2] == 0
+    d = paired_delta({0: 3.0, 1: 5.0, 2: 4.0, 7: 9.0}, {0: 1.0, 1: 2.0, 2: 2.0, 5: 0.0})
+    assert d["n"] == 3 and d["mean"] == pytest.approx(7 / 3) and d["unpaired"] == [5, 7]
+    assert d["ci"] == pytest.approx(4.30265273 * np.std([2, 3, 2], ddof=1) / np.sqrt(3), rel=1e-6)
 
 
-def test_detection_and_meta_dataset_tables(runs):
-    tables, _ = make_tables([runs])
-    det = tables["detection"]
-    assert det.loc["moco-ring", "mask_rcnn_FPN scenes: box AP"] == "41.50"
-    assert det.loc["Δ moco-ring − nce", "mask_rcnn_FPN scenes: mask AP"] == "+1.00"
+def test_holm_steps_down():
+    # alpha 0.05, m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm([0.001, 0.01, 0.02, 0.04]) == [True, True, True, True]
+    assert holm([0.2, 0.001]) == [False, True]
+
+
+def test_cells_ci_paired_delta_and_one_seed(runs):
+    tables = make_tables([runs])
+    lin = tables["linear"].cells
+    assert lin.loc["moco-nce", C10] == "81.00 ± 12.71 (n=2)"
+    assert lin.loc["moco-ring", C10] == "84.00 ± 12.71 (n=2)"
+    # the per-seed differences are both +3: a zero-width CI that excludes 0, and survives Holm (one test)
+    assert lin.loc["Δ moco-ring − nce", C10] == "+3.00 ± 0.00 (n=2)*†"
+    assert lin.loc["ir-nce", "stl10 (paper protocol)"] == "70.00 (n=1)" and lin.loc["ir-nce", C10] == MISSING
+    assert lin.loc["Δ moco-ring − nce", "stl10 (paper protocol)"] == MISSING
+    assert tables["linear"].delta.loc["Δ moco-ring − nce", C10] == pytest.approx(3.0)
+    assert "1 Δs with n ≥ 2 (1 marked *, 1 †)" in tables["linear"].note
+    det = tables["detection"].cells
+    assert det.loc["moco-ring", "mask_rcnn_FPN scenes: box AP"] == "41.50 (n=1)"
+    assert det.loc["Δ moco-ring − nce", "mask_rcnn_FPN scenes: mask AP"] == "+1.00 (n=1)"  # no verdict mark
     assert "mask_rcnn_FPN scenes: kp AP" not in det.columns  # no run measured it
-    md = tables["meta_dataset"]
-    assert md.loc["moco-ring", "omniglot (variable, ncc-cosine)"] == "60.00 ± 1.20"
+    md = tables["meta_dataset"].cells
+    assert md.loc["moco-ring", "omniglot (variable, ncc-cosine)"] == "60.00 ± 1.20 (n=1)"
     assert "Δ moco-ring − nce" not in md.index  # no NCE base measured: no invented delta
 
 
+def test_a_delta_whose_ci_contains_zero_is_not_marked(tmp_path):
+    for seed, (nce, ring) in enumerate([(80.0, 83.0), (82.0, 81.0), (81.0, 82.0)]):
+        _lin(tmp_path, f"n{seed}", "moco", "nce", seed, nce)
+        _lin(tmp_path, f"r{seed}", "moco", "ring", seed, ring)
+    cell = make_tables([tmp_path])["linear"].cells.loc["Δ moco-ring − nce", C10]
+    h = 4.30265273 * np.std([3, -1, 1], ddof=1) / np.sqrt(3)
+    assert cell == f"+1.00 ± {h:.2f} (n=3)"
+
+
+def test_two_backbones_and_two_schedules_never_share_a_cell(tmp_path):
+    _lin(tmp_path, "a", "moco", "ring", 0, 80.0)
+    _lin(tmp_path, "b", "moco", "ring", 0, 60.0, **{"MODEL.BACKBONE": "resnet50"})
+    _lin(tmp_path, "c", "moco", "ring", 0, 70.0, **{"RING.SCHEDULE": "linear"})
+    _lin(tmp_path, "d", "moco", "nce", 0, 75.0)
+    lin = make_tables([tmp_path])["linear"].cells
+    assert lin.loc["moco-ring [MODEL.BACKBONE=resnet18, RING.SCHEDULE=constant]", C10] == "80.00 (n=1)"
+    assert lin.loc["moco-ring [MODEL.BACKBONE=resnet50, RING.SCHEDULE=constant]", C10] == "60.00 (n=1)"
+    assert lin.loc["moco-ring [MODEL.BACKBONE=resnet18, RING.SCHEDULE=linear]", C10] == "70.00 (n=1)"
+    # both ResNet-18 rings pair with the ResNet-18 NCE (the schedule is the ring's own knob); the R50 has no base
+    deltas = [i for i in lin.index if i.startswith("Δ")]
+    assert len(deltas) == 2 and all("resnet18" in i for i in deltas)
+
+
+def test_a_repeated_seed_counts_once(tmp_path):
+    _lin(tmp_path, "first/s0", "moco", "nce", 0, 80.0)
+    _lin(tmp_path, "second/s0", "moco", "nce", 0, 80.0)  # the same run copied
+    _lin(tmp_path, "first/s1", "moco", "nce", 1, 84.0)
+    assert make_tables([tmp_path])["linear"].cells.loc["moco-nce", C10] == "82.00 ± 25.41 (n=2)"
+
+
+def test_unshared_seeds_are_dropped_from_the_pairing_and_named(tmp_path):
+    for seed in (0, 1, 2):
+        _lin(tmp_path, f"n{seed}", "moco", "nce", seed, 80.0 + seed)
+    for seed in (1, 2, 3):
+        _lin(tmp_path, f"r{seed}", "moco", "ring", seed, 82.0 + seed)
+    cell = make_tables([tmp_path])["linear"].cells.loc["Δ moco-ring − nce", C10]
+    assert cell == "+2.00 ± 0.00 (n=2)*† [unpaired seeds dropped: 0, 3]"
+
+
+def test_random_init_is_a_row_paired_by_seed_and_architecture(tmp_path):
+    for seed in (0, 1, 2):
+        _lin(tmp_path, f"n{seed}", "moco", "nce", seed, 50.0 + seed)
+        _write(tmp_path, f"b{seed}", stage="lincls", method="random_init", estimator="none", dataset="cifar10",
+               seed=seed, metrics={"top1": 30.0 + 2 * seed},
+               config={**CFG, "OBJECTIVE.ESTIMATOR": "nce", "SOLVER.EPOCHS": "1"})  # training keys: not its key
+    _write(tmp_path, "wide", stage="lincls", method="random_init", estimator="none", dataset="cifar10", seed=0,
+           metrics={"top1": 10.0}, config={**CFG, "MODEL.WIDTH": "128"})
+    lin = make_tables([tmp_path])["linear"].cells
+    assert lin.loc["random init [MODEL.WIDTH=64]", C10] == "32.00 ± 4.97 (n=3)"
+    assert lin.loc["Δ moco-nce − random init", C10] == "+19.00 ± 2.48 (n=3)*†"
+
+
+def test_meta_dataset_cells_add_the_seed_ci_to_the_episode_ci(tmp_path):
+    for seed, acc in enumerate([60.0, 62.0, 64.0]):
+        _write(tmp_path, f"m{seed}", stage="meta_dataset", method="moco", estimator="nce", protocol="variable",
+               classifier="ncc-cosine", seed=seed, metrics={},
+               sources=[{"source": "omniglot", "accuracy": acc, "ci95": 1.0 + seed}])
+    cell = make_tables([tmp_path])["meta_dataset"].cells.loc["moco-nce", "omniglot (variable, ncc-cosine)"]
+    assert cell == "62.00 ± 4.97 (n=3; episodes ± 2.00)"
+
+
 def test_same_tables_every_time_in_every_format(runs, tmp_path, capsys):
-    a = render(make_tables([runs])[0], "md")
-    assert a == render(make_tables([runs])[0], "md")
+    a = render(make_tables([runs]), "md")
+    assert a == render(make_tables([runs]), "md")
     for fmt in ("csv", "tex", "html"):
-        assert "moco-ring" in render(make_tables([runs])[0], fmt)
+        text = render(make_tables([runs]), fmt)
+        assert "moco-ring" in text and "Holm" in text
     out = tmp_path / "t.md"
     assert results_main([str(runs), "-o", str(out)]) == 0
     assert out.read_text() == a and (tmp_path / "t.png").stat().st_size > 1000
@@ -80,3 +166,12 @@ def test_every_summary_records_the_code_behind_it(tmp_path):
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
         assert s["git_commit"].split("+")[0] == head.strip()
     assert json.loads((tmp_path / "summary.json").read_text())["git_commit"] == s["git_commit"]
+
+
+def test_the_config_fingerprint_drops_seed_and_paths_only():
+    from pretrain.config import get_defaults, result_fingerprint
+
+    cfg = get_defaults()
+    fp = result_fingerprint(cfg)
+    assert "SEED" not in fp and "DATA.ROOT" not in fp and not any(k.startswith("CHECKPOINT.") for k in fp)
+    assert fp["RING.SCHEDULE"] == "constant" and fp["MODEL.BACKBONE"] == "resnet18" and fp["LINCLS.STEPS"] == "[0.6, 0.8]"

@@ -15,7 +15,8 @@ def _tiny_suite(tmp_path, **changes):
         "name": "tiny", "device": "cpu",
         "pretrain": {"config": "cpu_small", "objectives": ["moco"], "estimators": ["nce", "ring"], "seeds": [0],
                      "overrides": TINY_PRETRAIN},
-        "lincls": {"overrides": ["LINCLS.EPOCHS", 1], "random_init": True},
+        "random_init": True,
+        "lincls": {"overrides": ["LINCLS.EPOCHS", 1]},
         "detection": {"tasks": [{"name": "mask", "config": "cpu/scenes_mask_rcnn_R_18_FPN.yaml",
                                  "overrides": ["SOLVER.MAX_ITER", 2, "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", 1,
                                                "DATALOADER.NUM_WORKERS", 0]}]},
@@ -38,12 +39,20 @@ def test_suite_runs_then_resumes_by_skipping(tmp_path, capsys, monkeypatch):
     path, out = _tiny_suite(tmp_path), tmp_path / "out"
     assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    for section in ("Linear evaluation", "Detectron2 transfer", "Meta-Dataset"):
+    for section in ("linear probe and kNN", "Detectron2 transfer", "Meta-Dataset"):
         assert section in text
-    assert "moco-ring" in text and "Δ moco-ring − nce" in text and "random_init" in text
+    assert "moco-ring" in text and "Δ moco-ring − nce" in text and "Δ moco-nce − random init" in text
     assert (out / "results" / "tables.md").exists()
     det = json.loads((out / "pretrain/default/moco_ring_s0/det_mask/summary.json").read_text())
     assert det["method"] == "moco" and det["estimator"] == "ring" and "bbox/AP" in det["metrics"]
+    # the random-init baseline of every evaluation: the run's architecture, untrained, at the run's seed
+    base = out / "baselines/default/rgb_random_init_s0"
+    for stage in ("lincls", "det_mask", "meta_dataset"):
+        s = json.loads((base / stage / "summary.json").read_text())
+        assert s["method"] == "random_init" and s["seed"] == 0 and s["config"]["MODEL.BACKBONE"] == "resnet18"
+    tables = (out / "results" / "tables.md").read_text()
+    for section in tables.split("## ")[1:]:
+        assert "| random init" in section, section[:60]
     # a second run reuses everything
     assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
     again = capsys.readouterr().out

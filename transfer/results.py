@@ -1,35 +1,66 @@
-"""ring-results: the paper's tables from any set of run directories.
+"""ring-results: the paper's tables from any set of run directories, with their uncertainty.
 
     ring-results runs/suite                       # every summary.json below, printed as markdown
     ring-results runs/a runs/b -o tables.md --format md|csv|tex|html
     ring-results runs/suite --plot deltas.png
 
-Three tables, each with a row per pretraining method x estimator, a row per Ring/Ball minus its NCE base
-(Delta), and "mean +- std (n)" where several seeds exist:
-- linear evaluation: top-1 accuracy, one column per dataset and linear-evaluation protocol;
-- Detectron2 transfer: box AP/AP50/AP75, mask AP and keypoint AP, per task and dataset;
-- Meta-Dataset: accuracy +- 95% CI per source (protocol and classifier in the column name).
+Three tables (linear evaluation and kNN; Detectron2 transfer; Meta-Dataset), each with a row per method x
+estimator x configuration, the random-init baseline as a row, and Delta rows below:
+- a cell is keyed by the resolved configuration minus the seed and paths (``pretrain.config.result_
+  fingerprint``): two backbones, two protocols or two annealing schedules never share a cell; a seed seen
+  twice in a cell counts once;
+- a cell with n >= 2 seeds is "mean ± 95 % CI (n=k)" (Student t over seeds); with one seed it says "(n=1)";
+  Meta-Dataset cells keep the per-episode CI and, over seeds, add the seed CI;
+- a Delta is *paired*: the per-seed difference over the seeds both rows share, "mean ± 95 % CI (n=k)",
+  marked * when the CI excludes 0 and † when that survives Holm's correction over the table's Deltas;
+  seeds only one side has are dropped from the pairing and named; with n=1 a Delta carries no mark.
+  Every non-NCE estimator is paired with the NCE run of the same configuration, every pretrained row with
+  the random-init baseline of the same architecture.
 A cell that no run produced is shown as missing ("-"), never filled in.
 """
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pretrain.common import UserError, cli_main, command_parser
 
 MISSING = "-"
+RANDOM_INIT = "random_init"
+# The keys that make an estimator different from NCE (its own knobs): dropped when pairing a row with its base.
+ESTIMATOR_KEYS = ("OBJECTIVE.ESTIMATOR", "RING.", "DCL.", "HCL.", "MOCHI.")
+# What fixes a random-init backbone's architecture and its evaluation: a baseline pairs with every pretrained
+# run that agrees on these.
+ARCHITECTURE_KEYS = ("MODEL.", "DATA.", "LINCLS.", "CMC.WIDTH", "streams")
+ESTIMATOR_ORDER = ["nce", "ring", "ball", "dcl", "hcl", "mochi"]
+DETECTION_METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("keypoints", "AP")]
+TITLES = {"linear": "Frozen-backbone classification (top-1 %): linear probe and kNN monitor",
+          "detection": "Detectron2 transfer (COCO-style AP)",
+          "meta_dataset": "Meta-Dataset (accuracy %; ± 95 % CI over episodes for one seed, over seeds for several)"}
 
 
 class ResultsError(UserError):
     """A run folder or summary that cannot be read, or an unknown output format."""
 
 
-DETECTION_METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("keypoints", "AP")]
+@dataclass
+class Table:
+    """One rendered table: the formatted cells (Delta rows last), the Deltas' means and CI half-widths
+    (NaN where n < 2) for the plot, and the table's footnote."""
+    cells: pd.DataFrame
+    delta: pd.DataFrame = field(default_factory=pd.DataFrame)
+    delta_ci: pd.DataFrame = field(default_factory=pd.DataFrame)
+    note: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return self.cells.empty
 
 
 def collect(paths) -> list[dict]:
@@ -54,83 +85,202 @@ def collect(paths) -> list[dict]:
     return out
 
 
-def _row_name(s: dict) -> str:
-    return f"{s['method']}-{s['estimator']}" if s.get("estimator") not in (None, "none") else s["method"]
+def _matches(key: str, prefixes) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
+
+
+def _config_of(s: dict) -> dict:
+    """The cell key of a summary: its recorded configuration (older summaries: the backbone alone)."""
+    cfg = dict(s["config"]) if isinstance(s.get("config"), dict) else {}
+    cfg.setdefault("MODEL.BACKBONE", str(s.get("backbone")))
+    cfg["streams"] = "lab" if cfg.get("OBJECTIVE.NAME", s.get("method")) == "cmc" else "rgb"
+    if s["method"] == RANDOM_INIT:  # an untrained backbone: only its architecture and evaluation matter
+        cfg = {k: v for k, v in cfg.items() if _matches(k, ARCHITECTURE_KEYS)}
+    for k in ("OBJECTIVE.NAME", "OBJECTIVE.ESTIMATOR"):
+        cfg.pop(k, None)  # the row's method and estimator
+    return cfg
+
+
+def _group(s: dict) -> tuple:
+    return s["method"], s.get("estimator") or "none", tuple(sorted(_config_of(s).items()))
 
 
 def _long(summaries: list[dict]) -> pd.DataFrame:
-    """One row per (summary, metric): row, column, seed, value."""
+    """One row per (summary, metric): table, group, column, seed, value (and the episode CI)."""
     rows = []
+
+    def add(table, s, column, value, ci=np.nan):
+        rows.append(dict(table=table, group=_group(s), column=column, seed=s.get("seed"), value=float(value),
+                         ci=ci, path=s["_path"]))
+
     for s in summaries:
         stage, m = s["stage"], s["metrics"]
-        if stage == "lincls":
-            if "top1" in m:
-                protocol = {"cached_features": "cached"}.get(s.get("protocol"), s.get("protocol", "cached"))
-                rows.append(dict(table="linear", row=_row_name(s), column=f"{s['dataset']} ({protocol} protocol)",
-                                 seed=s["seed"], value=m["top1"]))
+        if stage == "lincls" and "top1" in m:
+            protocol = {"cached_features": "cached"}.get(s.get("protocol"), s.get("protocol", "cached"))
+            add("linear", s, f"{s['dataset']} ({protocol} protocol)", m["top1"])
+        elif stage == "pretrain" and "knn_top1" in m:
+            add("linear", s, f"{s['dataset']} (kNN monitor)", m["knn_top1"])
         elif stage == "detection":
             for task, metric in DETECTION_METRICS:
                 if f"{task}/{metric}" in m:
                     label = {"bbox": "box", "segm": "mask", "keypoints": "kp"}[task]
-                    rows.append(dict(table="detection", row=_row_name(s), seed=s["seed"],
-                                     column=f"{s.get('task', '')} {s['dataset']}: {label} {metric}",
-                                     value=m[f"{task}/{metric}"]))
+                    add("detection", s, f"{s.get('task', '')} {s['dataset']}: {label} {metric}", m[f"{task}/{metric}"])
         elif stage == "meta_dataset":
+            how = s.get("protocol", "") + ("" if s.get("protocol") == "linear" else ", " + s.get("classifier", ""))
             for src in s.get("sources", []):
-                col = f"{src['source']} ({s.get('protocol', '')}{'' if s.get('protocol') == 'linear' else ', ' + s.get('classifier', '')})"
-                rows.append(dict(table="meta_dataset", row=_row_name(s), column=col, seed=s["seed"],
-                                 value=src["accuracy"], ci=src["ci95"]))
-    return pd.DataFrame(rows, columns=["table", "row", "column", "seed", "value", "ci"])
+                add("meta_dataset", s, f"{src['source']} ({how})", src["accuracy"], src["ci95"])
+    df = pd.DataFrame(rows, columns=["table", "group", "column", "seed", "value", "ci", "path"])
+    # a seed seen twice in a cell (the same run in two folders) counts once: the first by path
+    return df.sort_values("path").drop_duplicates(["table", "group", "column", "seed"], keep="first")
 
 
-def _fmt(values: pd.Series, cis: pd.Series | None = None) -> str:
-    v = values.dropna()
-    if v.empty:
+def ci95(values) -> tuple[float, float, int]:
+    """(mean, half-width of the 95 % Student-t confidence interval, n); the half-width is NaN for n < 2."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if n == 0:
+        return np.nan, np.nan, 0
+    if n == 1:
+        return float(v[0]), np.nan, 1
+    return float(v.mean()), float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / np.sqrt(n)), n
+
+
+def paired_delta(a: dict, b: dict) -> dict:
+    """a - b over the seeds both have ({seed: value} each): mean, CI half-width, n, two-sided p (t test), the
+    seeds dropped because only one side has them."""
+    shared = sorted(set(a) & set(b), key=str)
+    d = [a[s] - b[s] for s in shared]
+    mean, h, n = ci95(d)
+    p = np.nan
+    if n >= 2:
+        sd = np.std(d, ddof=1)
+        p = 0.0 if sd == 0 and mean != 0 else (1.0 if sd == 0 else
+                                                float(2 * stats.t.sf(abs(mean) / (sd / np.sqrt(n)), n - 1)))
+    return dict(mean=mean, ci=h, n=n, p=p, unpaired=sorted(set(a) ^ set(b), key=str))
+
+
+def holm(pvalues: list[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected at family-wise level alpha."""
+    order = np.argsort(pvalues)
+    reject = [False] * len(pvalues)
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (len(pvalues) - rank):
+            break
+        reject[i] = True
+    return reject
+
+
+def _label(method: str, estimator: str) -> str:
+    return "random init" if method == RANDOM_INIT else (f"{method}-{estimator}" if estimator != "none" else method)
+
+
+def _labels(groups: list[tuple]) -> dict[tuple, str]:
+    """Row labels: method-estimator, plus the configuration keys that tell apart rows sharing that name."""
+    out = {}
+    for g in groups:
+        same = [h for h in groups if h[:2] == g[:2]]
+        label = _label(*g[:2])
+        if len(same) > 1:
+            cfgs = [dict(h[2]) for h in same]
+            keys = sorted({k for c in cfgs for k in c if len({c.get(k) for c in cfgs}) > 1})
+            label += " [" + ", ".join(f"{k}={dict(g[2]).get(k, MISSING)}" for k in keys) + "]"
+        out[g] = label
+    return out
+
+
+def _order(g: tuple) -> tuple:
+    method, est = g[:2]
+    return (method == RANDOM_INIT, method, ESTIMATOR_ORDER.index(est) if est in ESTIMATOR_ORDER else 99, str(g[2]))
+
+
+def _fmt_cell(sel: pd.DataFrame, episode_ci: bool) -> str:
+    if sel.empty:
         return MISSING
-    if len(v) == 1:
-        ci = cis.dropna() if cis is not None else pd.Series(dtype=float)
-        return f"{v.iloc[0]:.2f} ± {ci.iloc[0]:.2f}" if len(ci) else f"{v.iloc[0]:.2f}"
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f} (n={len(v)})"
+    mean, h, n = ci95(sel.value)
+    if n == 1:
+        return (f"{mean:.2f} ± {sel.ci.iloc[0]:.2f} (n=1)" if episode_ci and pd.notna(sel.ci.iloc[0])
+                else f"{mean:.2f} (n=1)")
+    extra = f"; episodes ± {sel.ci.mean():.2f}" if episode_ci and sel.ci.notna().any() else ""
+    return f"{mean:.2f} ± {h:.2f} (n={n}{extra})"
 
 
-def build_table(long: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(formatted table with Delta rows, numeric deltas)."""
+def _pairs(groups: list[tuple]) -> list[tuple[tuple, tuple, str]]:
+    """(row, base, base name): each non-NCE estimator against the NCE run of the same configuration, each
+    pretrained row against the random-init baseline of its architecture."""
+    def without(cfg, prefixes):
+        return tuple((k, v) for k, v in cfg if not _matches(k, prefixes))
+
+    out = []
+    for g in groups:
+        method, est, cfg = g
+        if method == RANDOM_INIT:
+            continue
+        if est != "nce":
+            base = [h for h in groups if h[:2] == (method, "nce")
+                    and without(h[2], ESTIMATOR_KEYS) == without(cfg, ESTIMATOR_KEYS)]
+            if base:
+                out.append((g, base[0], "nce"))
+    for g in groups:
+        if g[0] == RANDOM_INIT:
+            continue
+        arch = tuple((k, v) for k, v in g[2] if _matches(k, ARCHITECTURE_KEYS))
+        base = [h for h in groups if h[0] == RANDOM_INIT and h[2] == arch]
+        if base:
+            out.append((g, base[0], "random init"))
+    return out
+
+
+def build_table(long: pd.DataFrame, table: str) -> Table:
     d = long[long.table == table]
     if d.empty:
-        return pd.DataFrame(), pd.DataFrame()
+        return Table(pd.DataFrame())
     columns = sorted(d.column.unique())
-    rows = sorted(d.row.unique(), key=lambda r: (r.split("-")[0], {"nce": 0, "ring": 1, "ball": 2}.get(r.split("-")[-1], 3), r))
-    cells = {}
-    means = {}
-    for r in rows:
-        for c in columns:
-            sel = d[(d.row == r) & (d.column == c)]
-            cells[(r, c)] = _fmt(sel.value, sel.ci if table == "meta_dataset" else None)
-            means[(r, c)] = sel.value.mean() if len(sel) else np.nan
-    out = pd.DataFrame([[cells[(r, c)] for c in columns] for r in rows], index=rows, columns=columns)
-    deltas = {}
-    for r in rows:
-        method, _, est = r.rpartition("-")
-        base = f"{method}-nce"
-        if est in ("ring", "ball") and base in rows:
-            deltas[f"Δ {r} − nce"] = [means[(r, c)] - means[(base, c)] for c in columns]
-    delta_df = pd.DataFrame(deltas, index=columns).T if deltas else pd.DataFrame(columns=columns)
-    if deltas:
-        shown = delta_df.map(lambda x: MISSING if pd.isna(x) else f"{x:+.2f}")
-        out = pd.concat([out, shown])
+    groups = sorted(d.group.unique(), key=_order)
+    labels = _labels(groups)
+    cells = pd.DataFrame([[_fmt_cell(d[(d.group == g) & (d.column == c)], table == "meta_dataset")
+                           for c in columns] for g in groups], index=[labels[g] for g in groups], columns=columns)
+    seeds = {(g, c): dict(zip(sel.seed, sel.value)) for (g, c), sel in d.groupby(["group", "column"])}
+    rows, means, cis, tested = {}, {}, {}, []
+    for g, base, base_name in _pairs(groups):
+        name = f"Δ {labels[g]} − {base_name}"
+        results = [paired_delta(seeds.get((g, c), {}), seeds.get((base, c), {})) for c in columns]
+        rows[name], means[name], cis[name] = results, [r["mean"] for r in results], [r["ci"] for r in results]
+        tested += [(name, j, r["p"]) for j, r in enumerate(results) if r["n"] >= 2]
+    survives = dict(zip([(n, j) for n, j, _ in tested], holm([p for *_, p in tested]))) if tested else {}
+    shown = []
+    marked = 0
+    for name, results in rows.items():
+        line = []
+        for j, r in enumerate(results):
+            if r["n"] == 0:
+                line.append(MISSING)
+                continue
+            if r["n"] == 1:
+                text = f"{r['mean']:+.2f} (n=1)"
+            else:
+                excl = abs(r["mean"]) > r["ci"]
+                marked += excl
+                text = f"{r['mean']:+.2f} ± {r['ci']:.2f} (n={r['n']})" + ("*" if excl else "") + \
+                       ("†" if excl and survives.get((name, j)) else "")
+            if r["unpaired"]:
+                text += f" [unpaired seeds dropped: {', '.join(map(str, r['unpaired']))}]"
+            line.append(text)
+        shown.append(pd.Series(line, index=columns, name=name))
+    out = pd.concat([cells, pd.DataFrame(shown)]) if shown else cells
     out.index.name = "method-estimator"
-    return out, delta_df
+    note = ""
+    if rows:
+        note = (f"Δ: paired over shared seeds, mean ± 95 % CI (Student t); * the CI excludes 0; † also after Holm's "
+                f"correction over this table's {len(tested)} Δs with n ≥ 2 ({marked} marked *, "
+                f"{sum(survives.values())} †); (n=1): one run, no verdict.")
+    return Table(out, pd.DataFrame(means, index=columns).T, pd.DataFrame(cis, index=columns).T, note)
 
 
-TITLES = {"linear": "Linear evaluation (top-1 %, frozen backbone)",
-          "detection": "Detectron2 transfer (COCO-style AP)",
-          "meta_dataset": "Meta-Dataset (accuracy % ± 95% CI)"}
-
-
-def render(tables: dict[str, pd.DataFrame], fmt: str) -> str:
+def render(tables: dict[str, Table], fmt: str) -> str:
     parts = []
-    for key, df in tables.items():
+    for key, t in tables.items():
         title = TITLES[key]
+        df = t.cells
         if df.empty:
             body = "(no runs)"
         elif fmt == "md":
@@ -143,28 +293,30 @@ def render(tables: dict[str, pd.DataFrame], fmt: str) -> str:
             body = df.to_html()
         else:
             raise ResultsError(f"--format {fmt}: choose md, csv, tex or html.")
-        parts.append(f"## {title}\n\n{body}" if fmt == "md" else f"{title}\n{body}")
+        note = {"md": "\n\n{}", "csv": "# {}\n", "tex": "% {}\n", "html": "<p>{}</p>\n"}[fmt].format(t.note) \
+            if t.note else ""
+        parts.append(f"## {title}\n\n{body}{note}" if fmt == "md" else f"{title}\n{body}{note}")
     return "\n\n".join(parts) + "\n"
 
 
-def plot_deltas(deltas: dict[str, pd.DataFrame], path: str | Path) -> bool:
-    """One panel per table: the Ring (and Ball) minus NCE differences as bars."""
+def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
+    """One panel per table: every Delta as a bar with its 95 % CI (no bar for n=1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    present = {k: d for k, d in deltas.items() if not d.empty and d.notna().any().any()}
+    present = {k: t for k, t in tables.items() if not t.delta.empty and t.delta.notna().any().any()}
     if not present:
         return False
-    fig, axes = plt.subplots(1, len(present), figsize=(6 * len(present), 4), squeeze=False)
-    for ax, (key, d) in zip(axes[0], present.items()):
-        d.T.plot.bar(ax=ax, rot=30)
+    fig, axes = plt.subplots(1, len(present), figsize=(6 * len(present), 4.5), squeeze=False)
+    for ax, (key, t) in zip(axes[0], present.items()):
+        t.delta.T.plot.bar(ax=ax, rot=30, yerr=t.delta_ci.T.fillna(0.0), capsize=3)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(TITLES[key], fontsize=9)
-        ax.set_ylabel("difference to the NCE base")
+        ax.set_title(TITLES[key], fontsize=8)
+        ax.set_ylabel("paired difference (95 % CI)")
         ax.tick_params(axis="x", labelsize=7)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     from pretrain.io import atomic_path
 
@@ -174,12 +326,9 @@ def plot_deltas(deltas: dict[str, pd.DataFrame], path: str | Path) -> bool:
     return True
 
 
-def make_tables(paths) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+def make_tables(paths) -> dict[str, Table]:
     long = _long(collect(paths))
-    tables, deltas = {}, {}
-    for key in TITLES:
-        tables[key], deltas[key] = build_table(long, key)
-    return tables, deltas
+    return {key: build_table(long, key) for key in TITLES}
 
 
 @cli_main("ring-results")
@@ -187,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     p = command_parser("ring-results", __doc__, output="a file to write the tables to (besides printing them)")
     p.add_argument("runs", nargs="+", help="run directories (searched recursively) or summary.json files")
     p.add_argument("--format", default="md", choices=["md", "csv", "tex", "html"])
-    p.add_argument("--plot", default=None, help="PNG of the Ring - NCE deltas (default: next to -o)")
+    p.add_argument("--plot", default=None, help="PNG of the Deltas with their CIs (default: next to -o)")
     args = p.parse_args(argv)
-    tables, deltas = make_tables(args.runs)
+    tables = make_tables(args.runs)
     text = render(tables, args.format)
     print(text)
     if args.output:
@@ -197,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
         atomic_write_text(args.output, text)
     plot = args.plot or (str(Path(args.output).with_suffix(".png")) if args.output else None)
-    if plot and plot_deltas(deltas, plot):
+    if plot and plot_deltas(tables, plot):
         print(f"[ring-results] deltas plot -> {plot}")
     return 0
 

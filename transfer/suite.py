@@ -15,7 +15,8 @@ torchrun when ``pretrain.nproc_per_node`` > 1, Detectron2 through its launcher (
 Layout of OUT:
     pretrain/<dataset>/<objective>_<estimator>_s<seed>/   ring-pretrain run; lincls/, model_final.pkl,
                                                            det_<task>/, meta_dataset/ inside it
-    baselines/<dataset>/random_init/                       ring-lincls --random-init
+    baselines/<dataset>/<rgb|cmc>_random_init_s<seed>/     the same evaluations of the run's architecture,
+                                                           untrained at that seed (``random_init: true``)
     md_records/                                            converted Meta-Dataset sources
     results/tables.md, results/deltas.png                  ring-results over OUT
 """
@@ -41,9 +42,10 @@ SCHEMA = {
     "device": "auto",
     "pretrain": {"config": "cpu_small", "datasets": [""], "objectives": ["moco"], "estimators": ["nce", "ring"],
                  "seeds": [0], "overrides": [], "nproc_per_node": 1},
-    "lincls": {"enabled": True, "overrides": [], "random_init": True},
-    "detection": {"enabled": True, "num_gpus": 1, "tasks": []},
-    "meta_dataset": {"enabled": True, "records": "", "convert": [], "optional": [], "max_per_class": 600,
+    "random_init": True,  # the paired baseline: every evaluation of each architecture untrained, at every seed
+    "lincls": {"enabled": True, "overrides": []},
+    "detection": {"enabled": True, "num_gpus": 1, "tasks": [], "seeds": []},  # seeds: [] = every pretraining seed
+    "meta_dataset": {"enabled": True, "records": "", "convert": [], "optional": [], "max_per_class": 600, "seeds": [],
                      "sources": [], "episodes": 600, "protocol": "variable", "classifier": "ncc-cosine",
                      "image_size": 0},
 }
@@ -99,8 +101,47 @@ def _py(module: str, *args) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
+def _arch(objective: str) -> str:
+    """What a random-init baseline needs to match: CMC's two Lab streams, or one RGB ResNet."""
+    return "cmc" if objective == "cmc" else "rgb"
+
+
+def _evaluations(suite: dict, run: Path, dest: Path, tag: str, seed: int, records: Path, cfg: str,
+                 random_init: bool = False) -> list[Stage]:
+    """The evaluation stages of one pretraining run (lincls, export + Detectron2, Meta-Dataset), written under
+    ``dest``; with ``random_init``, of the run's architecture untrained at its seed (the paired baseline)."""
+    L, D, M = suite["lincls"], suite["detection"], suite["meta_dataset"]
+    flag = ["--random-init"] if random_init else []
+    kind = "baseline" if random_init else ""
+    stages = []
+    if L["enabled"]:
+        lin = dest / "lincls"
+        stages.append(Stage(f"lincls {tag}", _py("pretrain.lincls", run, *flag, "-o", lin, *L["overrides"]),
+                            lin / "summary.json", dest / "lincls.log", kind=kind or "lincls", key=cfg))
+    if D["enabled"] and D["tasks"] and seed in (D["seeds"] or [seed]):
+        pkl = dest / "model_final.pkl"
+        stages.append(Stage(f"export {tag}", _py("transfer.detection.export", run, *flag, "-o", pkl), pkl,
+                            dest / "export.log", kind="export", key=str(dest)))
+        for t in D["tasks"]:
+            det = dest / f"det_{t['name']}"
+            cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus", D["num_gpus"],
+                      "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
+            stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
+                                {"RINGNCE_SCENES": str(suite["_out"] / "scenes"), **D.get("env", {})},
+                                kind=kind or "detection", key=t["config"] + (" baseline" if random_init else "")))
+    if M["enabled"] and M["sources"] and seed in (M["seeds"] or [seed]):
+        md = dest / "meta_dataset"
+        cmd = _py("meta_dataset.cli", run, *flag, "--records", records, "--sources", *M["sources"], "--episodes",
+                  M["episodes"], "--protocol", M["protocol"], "--classifier", M["classifier"], "-o", md, "--quiet",
+                  *(["--image-size", M["image_size"]] if M["image_size"] else []))
+        stages.append(Stage(f"meta-dataset {tag}", cmd, md / "summary.json", dest / "meta_dataset.log",
+                            kind=kind or "meta_dataset", key="meta_dataset" + (" baseline" if random_init else "")))
+    return stages
+
+
 def plan(suite: dict, out: Path) -> list[Stage]:
-    P, L, D, M = suite["pretrain"], suite["lincls"], suite["detection"], suite["meta_dataset"]
+    P, M = suite["pretrain"], suite["meta_dataset"]
+    suite = {**suite, "_out": out}
     stages: list[Stage] = []
     records = Path(M["records"]) if M["records"] else out / "md_records"
     if M["enabled"]:
@@ -111,6 +152,7 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                                 kind="convert", key=src))
     device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
     for ds in P["datasets"]:
+        baselines = {}  # (architecture, seed) -> the first pretraining run with it
         for obj in P["objectives"]:
             for est in P["estimators"]:
                 for seed in P["seeds"]:
@@ -127,34 +169,13 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                     tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
                     stages.append(Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log",
                                         kind="pretrain", key=cfg))
-                    if L["enabled"]:
-                        stages.append(Stage(f"lincls {tag}", _py("pretrain.lincls", run, *L["overrides"]),
-                                            run / "lincls" / "summary.json", run / "lincls.log", kind="lincls", key=cfg))
-                    if D["enabled"] and D["tasks"]:
-                        pkl = run / "model_final.pkl"
-                        stages.append(Stage(f"export {tag}", _py("transfer.detection.export", run, "-o", pkl), pkl,
-                                            run / "export.log", kind="export", key=str(run)))
-                        for t in D["tasks"]:
-                            det = run / f"det_{t['name']}"
-                            cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus",
-                                      D["num_gpus"], "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
-                            stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
-                                                {"RINGNCE_SCENES": str(out / "scenes"), **D.get("env", {})},
-                                                kind="detection", key=t["config"]))
-                    if M["enabled"] and M["sources"]:
-                        md = run / "meta_dataset"
-                        cmd = _py("meta_dataset.cli", run, "--records", records, "--sources",
-                                  *M["sources"], "--episodes", M["episodes"], "--protocol", M["protocol"],
-                                  "--classifier", M["classifier"], "-o", md, "--quiet",
-                                  *(["--image-size", M["image_size"]] if M["image_size"] else []))
-                        stages.append(Stage(f"meta-dataset {tag}", cmd, md / "summary.json", run / "meta_dataset.log",
-                                            kind="meta_dataset", key="meta_dataset"))
-        if L["enabled"] and L["random_init"]:
-            first = out / "pretrain" / (ds or "default") / f"{P['objectives'][0]}_{P['estimators'][0]}_s{P['seeds'][0]}"
-            base = out / "baselines" / (ds or "default") / "random_init"
-            stages.append(Stage(f"lincls {ds + ' ' if ds else ''}random-init baseline",
-                                _py("pretrain.lincls", first, "--random-init", "-o", base, *L["overrides"]),
-                                base / "summary.json", base.with_suffix(".log"), kind="baseline", key=ds))
+                    stages += _evaluations(suite, run, run, tag, seed, records, cfg)
+                    baselines.setdefault((_arch(obj), seed), (run, cfg))
+        if suite["random_init"]:
+            for (arch, seed), (run, cfg) in baselines.items():
+                dest = out / "baselines" / (ds or "default") / f"{arch}_random_init_s{seed}"
+                tag = f"{ds + ' ' if ds else ''}random-init {arch} seed {seed}"
+                stages += _evaluations(suite, run, dest, tag, seed, records, cfg, random_init=True)
     return stages
 
 
@@ -216,11 +237,11 @@ def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str
     from .results import make_tables, plot_deltas, render
     from pretrain.io import atomic_write_text
 
-    tables, deltas = make_tables([out / "pretrain", out / "baselines"] if (out / "baselines").exists()
-                                 else [out / "pretrain"])
+    tables = make_tables([out / "pretrain", out / "baselines"] if (out / "baselines").exists()
+                         else [out / "pretrain"])
     text = render(tables, "md")
     atomic_write_text(out / "results" / "tables.md", text)
-    plotted = plot_deltas(deltas, out / "results" / "deltas.png")
+    plotted = plot_deltas(tables, out / "results" / "deltas.png")
     print(text)
     print(f"[ring-suite] finished in {time.perf_counter() - t0:.0f} s; tables: {out / 'results' / 'tables.md'}"
           + (f", plot: {out / 'results' / 'deltas.png'}" if plotted else ""))

@@ -75,17 +75,21 @@ def _strip_prefix(sd: dict, where: str) -> dict:
     return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
 
 
-def backbones_of(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    """{stream name: torchvision-named state dict}; one stream ('') except for CMC ('l', 'ab')."""
+def backbones_of(path: str | Path, random_init: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """{stream name: torchvision-named state dict}; one stream ('') except for CMC ('l', 'ab').  With
+    ``random_init``, a pretraining run's own architecture untrained, initialised from the run's SEED: the
+    baseline paired with it."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint_last.pth"
     if not path.is_file():
         raise ExportError(f"{path} does not exist; pass a ring-pretrain run directory or a checkpoint file.")
     obj = _load(path)
+    if random_init and obj.get("kind") != PRETRAIN_KIND:
+        raise ExportError(f"--random-init needs a ring-pretrain run or checkpoint (its architecture), not {path}.")
     if obj.get("kind") == PRETRAIN_KIND:
         try:
-            sd = backbone_state_dict(obj)
+            sd = untrained_backbone(path) if random_init else backbone_state_dict(obj)
         except CheckpointError as e:
             raise ExportError(str(e)) from None
         if all(k.split(".")[0] in CMC_STREAMS for k in sd):
@@ -98,21 +102,29 @@ def backbones_of(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     return {"": _strip_prefix(tensors, str(path))}
 
 
-def source_info(src: str | Path) -> dict:
-    """method/estimator/backbone of the pretraining run behind src (for the results tables)."""
+def untrained_backbone(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    from pretrain.lincls import load_backbone
+
+    return load_backbone(checkpoint, random_init=True)[1].state_dict()
+
+
+def source_info(src: str | Path, random_init: bool = False) -> dict:
+    """method/estimator/backbone/seed and the result fingerprint of the pretraining run behind src (for the
+    results tables)."""
     path = Path(src) / "checkpoint_last.pth" if Path(src).is_dir() else Path(src)
     obj = _load(path)
     if obj.get("kind") != PRETRAIN_KIND:
         return {"checkpoint": str(src), "method": "external", "estimator": "none"}
-    from pretrain.config import config_from_yaml_str
+    from pretrain.config import config_from_yaml_str, result_fingerprint
 
     cfg = config_from_yaml_str(obj["config"])
-    return {"checkpoint": str(src), "method": cfg.OBJECTIVE.NAME, "estimator": cfg.OBJECTIVE.ESTIMATOR,
-            "backbone": cfg.MODEL.BACKBONE, "dataset": cfg.DATA.NAME, "seed": cfg.SEED}
+    return {"checkpoint": str(src), "method": "random_init" if random_init else cfg.OBJECTIVE.NAME,
+            "estimator": "none" if random_init else cfg.OBJECTIVE.ESTIMATOR, "backbone": cfg.MODEL.BACKBONE,
+            "dataset": cfg.DATA.NAME, "seed": cfg.SEED, "config": result_fingerprint(cfg)}
 
 
-def convert(sd: dict[str, torch.Tensor], where: str, expect_depth: int | None = None,
-            any_width: bool = False) -> tuple[dict[str, np.ndarray], int]:
+def convert(sd: dict[str, torch.Tensor], where: str, expect_depth: int | None = None
+            ) -> tuple[dict[str, np.ndarray], int]:
     """torchvision-named ResNet -> Detectron2 names, checked against the table of its depth."""
     depth = depth_of(sd)
     if depth is None:
@@ -131,34 +143,32 @@ def convert(sd: dict[str, torch.Tensor], where: str, expect_depth: int | None = 
         raise ExportError(f"{where}: the stem is a {stem.shape[-1]}x{stem.shape[-1]} conv (the small-image stem); "
                           "Detectron2's ResNet stem is 7x7: pretrain with MODEL.SMALL_STEM False to transfer it.")
     chans = stem.shape[1] if stem is not None else 3
-    width = stem.shape[0] if (stem is not None and any_width) else 64
+    width = stem.shape[0] if stem is not None else 64  # narrow ResNets (MODEL.WIDTH, CMC.WIDTH) too
     table = detectron2_resnet_shapes(depth, chans, width)
     missing = sorted(set(table) - set(out))
     extra = sorted(set(out) - set(table))
     if missing or extra:
         what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
         raise ExportError(f"{where}: does not match Detectron2's ResNet-{depth} ({what}; {len(missing)} missing, "
-                          f"{len(extra)} unexpected); is MODEL.WIDTH 64?")
+                          f"{len(extra)} unexpected).")
     for k, shape in table.items():
         if tuple(out[k].shape) != shape:
             raise ExportError(f"{where}: {k} has shape {tuple(out[k].shape)} but Detectron2's ResNet-{depth} needs "
-                              f"{shape} (MODEL.WIDTH must be 64).")
+                              f"{shape}.")
     return out, depth
 
 
-def export(src: str | Path, dst: str | Path, expect_depth: int | None = None) -> dict:
-    """Writes the Detectron2 .pkl; returns {'depth', 'streams', 'tensors'}."""
-    streams = backbones_of(src)
+def export(src: str | Path, dst: str | Path, expect_depth: int | None = None, random_init: bool = False) -> dict:
+    """Writes the Detectron2 .pkl; returns {'depth', 'streams', 'tensors', 'width'}."""
+    streams = backbones_of(src, random_init)
     model: dict[str, np.ndarray] = {}
     depth = None
     for stream, sd in streams.items():
-        # CMC's streams are narrower ResNets (CMC.WIDTH) for our two-stream Detectron2 backbone
-        converted, depth = convert(sd, f"{src}" + (f" ({stream} stream)" if stream else ""), expect_depth,
-                                   any_width=bool(stream))
+        converted, depth = convert(sd, f"{src}" + (f" ({stream} stream)" if stream else ""), expect_depth)
         prefix = f"{stream}." if stream else ""
         model.update({prefix + k: v for k, v in converted.items()})
     payload = {"model": model, "__author__": AUTHOR, "matching_heuristics": True,
-               "ringnce_source": source_info(src)}
+               "ringnce_source": source_info(src, random_init)}
     with atomic_path(dst) as tmp, open(tmp, "wb") as f:
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
     width = int(next(v for k, v in model.items() if k.endswith("stem.conv1.weight")).shape[0])
@@ -170,13 +180,18 @@ def config_requirements(info: dict) -> list[str]:
 
     Detectron2's stock configs (BGR input, Caffe pixel statistics, stride in the 1x1 conv) load these
     weights without a warning and compute wrong features."""
-    depth, cmc = info["depth"], info["streams"] != ["rgb"]
+    depth, cmc, width = info["depth"], info["streams"] != ["rgb"], info["width"]
     lines = ["INPUT.FORMAT RGB", "MODEL.PIXEL_MEAN [123.675, 116.280, 103.530]",
              "MODEL.PIXEL_STD [58.395, 57.120, 57.375]", "MODEL.RESNETS.STRIDE_IN_1X1 False",
-             f"MODEL.RESNETS.DEPTH {depth}", f"MODEL.RESNETS.RES2_OUT_CHANNELS {64 if depth < 50 else 256}"]
+             f"MODEL.RESNETS.DEPTH {depth}"]
     if cmc:
         lines += ["MODEL.BACKBONE.NAME build_cmc_resnet_fpn_backbone (or build_cmc_resnet_backbone for C4)",
-                  f"MODEL.CMC.WIDTH {info['width']}"]
+                  f"MODEL.CMC.WIDTH {width}"]
+    else:
+        lines += [f"MODEL.RESNETS.RES2_OUT_CHANNELS {width if depth < 50 else 4 * width}"]
+        if width != 64:
+            lines += ["MODEL.BACKBONE.NAME build_resnet_any_width_fpn_backbone (or build_resnet_any_width_backbone "
+                      "for C4)", f"MODEL.RESNETS.STEM_OUT_CHANNELS {width}"]
     from . import CONFIG_ROOT
 
     shipped = sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.glob(f"*/*_R_{depth}_*.yaml"))
@@ -188,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p = command_parser("ring-export", __doc__, checkpoint=CHECKPOINT_HELP + ", or a ResNet state dict",
                        output="the .pkl file to write", output_required=True)
     p.add_argument("--depth", type=int, default=None, help="refuse unless the backbone has this depth")
+    p.add_argument("--random-init", action="store_true", help="the run's architecture, untrained (seeded by its "
+                                                               "SEED): the random-init baseline for detection")
     args = p.parse_args(argv)
-    info = export(args.checkpoint, args.output, args.depth)
+    info = export(args.checkpoint, args.output, args.depth, args.random_init)
     print(f"[ring-export] ResNet-{info['depth']} ({', '.join(info['streams'])}), {info['tensors']} tensors -> "
           f"{args.output}")
     needs, shipped = config_requirements(info)

@@ -131,8 +131,26 @@ def build_cmc_resnet_backbone(cfg, input_shape):
     return CMCResNet(cfg)
 
 
-@BACKBONE_REGISTRY.register()
-def build_cmc_resnet_fpn_backbone(cfg, input_shape):
-    bottom_up = CMCResNet(cfg)
+def _with_fpn(cfg, bottom_up: Backbone) -> FPN:
     return FPN(bottom_up=bottom_up, in_features=cfg.MODEL.FPN.IN_FEATURES, out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
                norm=cfg.MODEL.FPN.NORM, top_block=LastLevelMaxPool(), fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+
+
+@BACKBONE_REGISTRY.register()
+def build_cmc_resnet_fpn_backbone(cfg, input_shape):
+    return _with_fpn(cfg, CMCResNet(cfg))
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_any_width_backbone(cfg, input_shape):
+    """A ResNet whose stem and first stage have MODEL.RESNETS.STEM_OUT_CHANNELS channels (stages 2-4 double
+    it), at any depth: the narrow backbones pretrained on a CPU (MODEL.WIDTH).  Detectron2's own builder
+    fixes 64 for ResNet-18/34.  Same parameter names, so a ring-export .pkl loads as into Detectron2's."""
+    r = cfg.MODEL.RESNETS
+    return _stream(input_shape.channels, r.STEM_OUT_CHANNELS, r.DEPTH, r.NORM, r.OUT_FEATURES,
+                   cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_any_width_fpn_backbone(cfg, input_shape):
+    return _with_fpn(cfg, build_resnet_any_width_backbone(cfg, input_shape))

@@ -255,8 +255,8 @@ def train(args):
         write_summary(cfg.OUTPUT_DIR, stage="detection", method=src.get("method", "unknown"),
                       estimator=src.get("estimator", "none"), backbone=f"R-{cfg.MODEL.RESNETS.DEPTH}",
                       dataset=cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "", seed=src.get("seed", cfg.SEED),
-                      metrics=metrics, config=args.config_file, task=_task(cfg), weights=cfg.MODEL.WEIGHTS,
-                      detectron2_seed=cfg.SEED)
+                      metrics=metrics, detectron2_config=args.config_file, task=_task(cfg),
+                      weights=cfg.MODEL.WEIGHTS, detectron2_seed=cfg.SEED, config=src.get("config", {}))
         print(f"[ring-train-net] {_task(cfg)}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
                                                              if "/" in k))
     return results
