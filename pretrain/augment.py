@@ -57,6 +57,21 @@ def mocov2_transform(size: int) -> T.Compose:
     return T.Compose(ops)
 
 
+@AUGMENTATION_REGISTRY.register(name="shapes")
+def shapes_transform(size: int) -> T.Compose:
+    """For the built-in procedural shapes: crops that keep most of the object (scale 0.5-1) and colour
+    distortion on every view with the hue turned anywhere on the circle.  Every synthetic image has its own
+    random colours, and MoCo v2's crops (down to 20 %) often show two views of background only: with those,
+    the pair of colours is the one cue two views share, and pretraining learns colour instead of shape."""
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.5, 1.0)),
+        T.ColorJitter(0.6, 0.6, 0.6, 0.5),
+        T.RandomGrayscale(p=0.2),
+        T.RandomHorizontalFlip(),
+        *to_normalized_tensor(),
+    ])
+
+
 @AUGMENTATION_REGISTRY.register(name="cmc")
 def cmc_transform(size: int) -> T.Compose:
     """CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal)."""

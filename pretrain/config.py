@@ -51,7 +51,9 @@ def get_defaults() -> CfgNode:
     C.OBJECTIVE = CfgNode()
     C.OBJECTIVE.NAME = "moco"  # ir | cmc | moco | simclr (pretrain.contrastive.objectives.OBJECTIVE_REGISTRY)
     C.OBJECTIVE.TEMPERATURE = 0.07
-    C.OBJECTIVE.ESTIMATOR = "nce"  # nce | ring | ball: a sampler + a loss form (contrastive.estimator.ESTIMATOR_REGISTRY)
+    # nce | ring | ball | dcl | hcl | ring_hcl | mochi | ring_mochi: a sampler + a loss form
+    # (contrastive.estimator.ESTIMATOR_REGISTRY)
+    C.OBJECTIVE.ESTIMATOR = "nce"
 
     C.RING = CfgNode()
     C.RING.OUTER = 0.1  # final outer fraction o: keep ranks < floor(o * N)
@@ -65,6 +67,17 @@ def get_defaults() -> CfgNode:
     C.RING.ADAPTIVE_WINDOW = 10  # adaptive: the moving mean's window, in steps
     C.RING.ADAPTIVE_ACC_DELTA = 0.05  # adaptive_acc (on the kNN accuracy): change of o per evaluation
     C.RING.ADAPTIVE_ACC_WINDOW = 5  # adaptive_acc: the moving mean's window, in evaluations
+
+    # The rest of the negative-sampling family (pretrain/contrastive/estimator.py; the authors' defaults)
+    C.DCL = CfgNode()  # dcl: debiased contrastive (Chuang et al. 2020)
+    C.DCL.TAU_PLUS = 0.1  # tau+: the class prior, the probability that a negative shares the anchor's class
+    C.HCL = CfgNode()  # hcl, ring_hcl: hard negatives by importance reweighting (Robinson et al. 2021)
+    C.HCL.BETA = 1.0  # concentration: negatives weighted by exp(beta * s / tau), normalised by the mean weight
+    C.HCL.TAU_PLUS = 0.1
+    C.MOCHI = CfgNode()  # mochi, ring_mochi: hard negative mixing (Kalantidis et al. 2020)
+    C.MOCHI.NUM_HARDEST = 1024  # N: the hardest negatives mixed from (at most the negatives there are)
+    C.MOCHI.NUM_MIX = 1024  # s: mixes of two of them
+    C.MOCHI.NUM_QUERY_MIX = 256  # s': mixes of the query with one of them (query weight < 0.5)
 
     C.MOCO = CfgNode()
     C.MOCO.QUEUE_SIZE = 4096
@@ -267,3 +280,27 @@ def config_from_yaml_str(text: str) -> CfgNode:
     cfg.merge_from_other_cfg(CfgNode(_coerce_tuples(user, cfg)))
     cfg.freeze()
     return cfg
+
+
+# Keys that do not change what a run measures: the seed (it varies within a table cell), where things are
+# read or written, how the run is logged and checkpointed, and the memory layout.
+NOT_RESULT_KEYS = ("SEED", "DEVICE", "OUTPUT_DIR", "DATA.ROOT", "DATA.NUM_WORKERS", "MODEL.CHANNELS_LAST", "LOG.",
+                   "CHECKPOINT.")
+
+
+def result_fingerprint(cfg: CfgNode) -> dict[str, str]:
+    """The resolved configuration as flat ``{"SECTION.KEY": value}``, minus ``NOT_RESULT_KEYS``: what a results
+    table keys its cells by, so that runs differing only in seed or paths share a cell and any other
+    difference (backbone, annealing, protocol) keeps them apart."""
+    flat: dict[str, str] = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            elif not any(key == n or (n.endswith(".") and key.startswith(n)) for n in NOT_RESULT_KEYS):
+                flat[key] = str(list(v) if isinstance(v, tuple) else v)
+
+    walk(cfg, "")
+    return flat

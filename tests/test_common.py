@@ -37,7 +37,7 @@ def test_every_registry_states_its_contract():
     for reg in regs:
         assert isinstance(reg, Registry) and len(reg.__doc__) > 100 and reg.names(), reg
     assert OBJECTIVE_REGISTRY.names() == ["cmc", "ir", "moco", "simclr"]  # found without an import list
-    assert ESTIMATOR_REGISTRY.names() == ["ball", "nce", "ring"]
+    assert ESTIMATOR_REGISTRY.names() == ["ball", "dcl", "hcl", "mochi", "nce", "ring", "ring_hcl", "ring_mochi"]
 
 
 def test_cli_main_reports_user_errors_in_one_line_and_keeps_bugs_tracebacks(capsys):

@@ -18,7 +18,11 @@ def test_every_estimator_is_a_lower_bound_and_ring_is_below_nce():
     truth = true_mi(2, 0.5)
     assert set(df.estimator) == set(SETTINGS)
     for _, row in df.iterrows():
-        assert row["mean"] <= truth + 3 * row["se"], row.to_dict()  # a lower bound, within Monte-Carlo error
+        if "tau+=0.1" not in row["estimator"]:  # the debiased forms with tau+ > 0 are not bounds
+            assert row["mean"] <= truth + 3 * row["se"], row.to_dict()  # a lower bound, within Monte-Carlo error
     means = dict(zip(df.estimator, df["mean"]))
     # conditional (harder) negatives give a looser bound: CNCE <= NCE
     assert means["Ring o=0.1 i=0.1"] < means["NCE"] and means["Ball o=0.1"] < means["NCE"]
+    # debiasing removes positive mass the independent negatives never had: above NCE; reweighting toward the
+    # hard negatives (a weighted mean of e^f above the plain one) lowers the estimate below NCE
+    assert means["DCL tau+=0.1"] > means["NCE"] and means["HCL beta=1 tau+=0"] < means["NCE"]

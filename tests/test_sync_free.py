@@ -35,12 +35,19 @@ def test_the_detector_catches_each_kind_of_sync():
             syncing()
 
 
-@pytest.mark.parametrize("est", ["nce", "ring"])
-@pytest.mark.parametrize("name", ["ir", "cmc", "moco", "simclr"])
+OBJECTIVES, FAMILY = ["ir", "cmc", "moco", "simclr"], ["dcl", "hcl", "mochi"]
+# every objective with NCE and Ring, and each of the family once on a queue and MoCHi on a bank; the rest slow
+FAST = [(o, e) for o in OBJECTIVES for e in ("nce", "ring")] + [("moco", e) for e in FAMILY] + [("ir", "mochi")]
+COMBOS = [pytest.param(o, e, marks=[] if (o, e) in FAST else [pytest.mark.slow])
+          for o in OBJECTIVES for e in ("nce", "ring", *FAMILY)]
+
+
+@pytest.mark.parametrize("name,est", COMBOS)
 def test_an_objective_step_has_no_host_sync(name, est):
     cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16",
                              "MODEL.SMALL_STEM", "False", "MODEL.WIDTH", "16", "CMC.WIDTH", "8", "MOCO.QUEUE_SIZE", "64",
-                             "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5"])
+                             "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5",
+                             "MOCHI.NUM_HARDEST", "8", "MOCHI.NUM_MIX", "8", "MOCHI.NUM_QUERY_MIX", "4"])
     torch.manual_seed(0)
     obj = build_objective(cfg, dataset_size=64, global_batch=8)
     opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.1, momentum=0.9)

@@ -8,17 +8,35 @@ differ only in their sampler:
 
 with the positive in the denominator (cross-entropy on the logits).  A loss form receives a
 ``Negatives``, which also carries the pool and the selected indices, so a form that needs the negatives'
-embeddings (e.g. one that mixes new negatives from them) can read them without the objective knowing.
+embeddings (MoCHi mixes new negatives from them) can read them without the objective knowing.
+
+The rest of the family, on the same negatives (N of them per anchor: the queue, the batch's 2B - 2, or
+the k - 1 drawn from a bank), with P = exp(s_pos) and G_j = exp(s_neg_j):
+- ``dcl`` (Chuang et al. 2020): loss = -log(P / (P + Ng)), Ng = max((sum_j G_j - tau+ N P) / (1 - tau+),
+  N exp(-1 / tau)).  tau+ = 0 is NCE.  Uniform negatives only: the correction assumes negatives drawn
+  from the data distribution, so it has no ring version (inside a ring the share of same-class
+  negatives is not tau+).
+- ``hcl`` (Robinson et al. 2021), as the authors' released code computes it: sum_j G_j becomes
+  sum_j w_j G_j with w_j = G_j^beta / mean_k G_k^beta, inside the same debiased form; the weights are
+  not detached (the gradient flows through them, as in their code).  beta = 0 is DCL.  ``ring_hcl``
+  reweights inside the ring (set HCL.TAU_PLUS 0 there: the debiasing term assumes uniform negatives).
+- ``mochi`` (Kalantidis et al. 2020): from each anchor's NUM_HARDEST hardest negatives, NUM_MIX convex
+  mixes of two of them and NUM_QUERY_MIX mixes of the anchor with one (anchor weight < 0.5), each
+  L2-normalised and appended to the negatives as constants (no gradient through them, the anchor inside
+  the query mixes included); then InfoNCE.  ``ring_mochi`` mixes from the ring's hardest members.
+All forms are computed with the largest logit factored out (exactly the formulas, without overflow).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..common import Registry
+from .. import distributed as D
+from ..common import Registry, UserError
 from .samplers import SAMPLER_REGISTRY, Sampler
 
 ESTIMATOR_REGISTRY = Registry("ESTIMATOR", key="OBJECTIVE.ESTIMATOR", doc="""Estimators (OBJECTIVE.ESTIMATOR).
@@ -35,13 +53,15 @@ class Negatives:
 
     ``pos`` (B,) and ``logits`` (B, M) are similarities (not yet divided by the temperature), with
     gradients; ``anchors`` (B, D) are the anchors' embeddings; ``pool`` (N, D) the candidates' embeddings
-    and ``indices`` (B, M) the selected rows of the pool per anchor (None: every row, in pool order)."""
+    and ``indices`` (B, M) the selected rows of the pool per anchor (None: every row, in pool order).
+    ``generator``: the objective's generator, for a form that draws (identical on every rank)."""
 
     anchors: torch.Tensor
     pos: torch.Tensor
     logits: torch.Tensor
     pool: torch.Tensor
     indices: torch.Tensor | None
+    generator: torch.Generator | None = None
 
     def embeddings(self) -> torch.Tensor:
         """(B, M, D) embeddings of the selected negatives (materialised on demand: B x M x D floats)."""
@@ -62,6 +82,53 @@ def infonce(negatives: Negatives, temperature: float) -> torch.Tensor:
     return contrastive_loss(negatives.pos, negatives.logits, temperature)
 
 
+def debiased_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, tau_plus: float,
+                  beta: float = 0.0) -> torch.Tensor:
+    """DCL (beta = 0) and HCL (beta > 0): -mean log(P / (P + Ng)) with Ng the (reweighted) debiased sum of the
+    N negatives' exp-similarities, clamped below at N exp(-1/tau).  pos (B,), neg (B, N): similarities."""
+    p, s = pos.float() / temperature, neg.float() / temperature
+    n = s.shape[1]
+    m = torch.maximum(s.max(dim=1).values, p).detach()  # factored out of every exponential
+    neg_sum = torch.exp(s - m[:, None]).sum(dim=1)
+    if beta:
+        # w_j = G_j^beta / mean_k G_k^beta = N softmax(beta s)_j; the gradient flows through the weights
+        neg_sum = n * (torch.softmax(beta * s, dim=1) * torch.exp(s - m[:, None])).sum(dim=1)
+    pos_e = torch.exp(p - m)
+    ng = (neg_sum - tau_plus * n * pos_e) / (1.0 - tau_plus)
+    ng = torch.clamp(ng, min=n * math.exp(-1.0 / temperature) * torch.exp(-m))
+    return (torch.log(pos_e + ng) - (p - m)).mean()
+
+
+def mix_hard_negatives(negatives: Negatives, num_hardest: int, num_mix: int, num_query_mix: int) -> torch.Tensor:
+    """MoCHi's synthetic negatives (B, num_mix + num_query_mix, D), L2-normalised and detached: from each
+    anchor's ``num_hardest`` most similar negatives, convex mixes of two (weight uniform in (0, 1)) and
+    mixes of the anchor with one (anchor weight uniform in (0, 0.5)).  Draws for the global batch from the
+    objective's generator, this rank's rows taken: the same on every rank and after a resume."""
+    with torch.no_grad():
+        b, m = negatives.logits.shape
+        k = min(num_hardest, m)
+        hard = negatives.logits.topk(k, dim=1).indices
+        rows = hard if negatives.indices is None else negatives.indices.gather(1, hard)
+        emb = negatives.pool.detach()[rows].float()  # (B, k, D)
+        q = negatives.anchors.detach().float()
+        g = negatives.generator
+        dev = g.device if g is not None else q.device
+        off, total = D.get_rank() * b, D.get_world_size() * b
+
+        def draw(fn, *shape):
+            return fn((total, *shape), generator=g, device=dev)[off:off + b].to(q.device)
+
+        pick = lambda *shape: draw(lambda sz, **kw: torch.randint(k, sz, **kw), *shape)  # noqa: E731
+        i, j = pick(num_mix), pick(num_mix)
+        alpha = draw(torch.rand, num_mix, 1)
+        take = lambda idx: emb.gather(1, idx[..., None].expand(-1, -1, emb.shape[2]))  # noqa: E731
+        mixes = alpha * take(i) + (1 - alpha) * take(j)
+        jq = pick(num_query_mix)
+        beta = 0.5 * draw(torch.rand, num_query_mix, 1)
+        qmixes = beta * q[:, None, :] + (1 - beta) * take(jq)
+        return F.normalize(torch.cat([mixes, qmixes], dim=1), dim=2)
+
+
 @dataclass
 class Estimator:
     name: str
@@ -79,6 +146,59 @@ def _infonce_with(sampler: str) -> Callable:
 ESTIMATOR_REGISTRY.register(_infonce_with("uniform"), name="nce")
 ESTIMATOR_REGISTRY.register(_infonce_with("ring"), name="ring")
 ESTIMATOR_REGISTRY.register(_infonce_with("ball"), name="ball")
+
+
+def _tau_plus(value: float, key: str) -> float:
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{key} must lie in [0, 1) (the probability that a negative shares the anchor's class), "
+                        f"got {value}; the authors use 0.1.")
+    return float(value)
+
+
+@ESTIMATOR_REGISTRY.register(name="dcl")
+def build_dcl(cfg) -> Estimator:
+    """Debiased contrastive loss over uniform negatives (DCL.TAU_PLUS)."""
+    tau_plus = _tau_plus(cfg.DCL.TAU_PLUS, "DCL.TAU_PLUS")
+    return Estimator("dcl", SAMPLER_REGISTRY.get("uniform")(cfg),
+                     lambda neg, t: debiased_loss(neg.pos, neg.logits, t, tau_plus))
+
+
+def _hcl_with(sampler: str) -> Callable:
+    def build(cfg) -> Estimator:
+        tau_plus = _tau_plus(cfg.HCL.TAU_PLUS, "HCL.TAU_PLUS")
+        if cfg.HCL.BETA < 0:
+            raise UserError(f"HCL.BETA must be >= 0 (0 is DCL, larger weights hard negatives more), got "
+                            f"{cfg.HCL.BETA}; the authors use 1.0.")
+        beta = float(cfg.HCL.BETA)
+        return Estimator(cfg.OBJECTIVE.ESTIMATOR, SAMPLER_REGISTRY.get(sampler)(cfg),
+                         lambda neg, t: debiased_loss(neg.pos, neg.logits, t, tau_plus, beta))
+    build.__doc__ = f"Hard negatives by importance reweighting over the '{sampler}' sampler's negatives."
+    return build
+
+
+ESTIMATOR_REGISTRY.register(_hcl_with("uniform"), name="hcl")
+ESTIMATOR_REGISTRY.register(_hcl_with("ring"), name="ring_hcl")
+
+
+def _mochi_with(sampler: str) -> Callable:
+    def build(cfg) -> Estimator:
+        M = cfg.MOCHI
+        if M.NUM_HARDEST < 1 or M.NUM_MIX < 0 or M.NUM_QUERY_MIX < 0:
+            raise UserError(f"MOCHI.NUM_HARDEST must be >= 1 and MOCHI.NUM_MIX, MOCHI.NUM_QUERY_MIX >= 0, got "
+                            f"{M.NUM_HARDEST}, {M.NUM_MIX}, {M.NUM_QUERY_MIX}.")
+        n, s, s2 = int(M.NUM_HARDEST), int(M.NUM_MIX), int(M.NUM_QUERY_MIX)
+
+        def loss(neg: Negatives, t: float) -> torch.Tensor:
+            synthetic = mix_hard_negatives(neg, n, s, s2)
+            extra = torch.bmm(synthetic, neg.anchors.float().unsqueeze(2)).squeeze(2)  # gradient into the anchor only
+            return contrastive_loss(neg.pos, torch.cat([neg.logits.float(), extra], dim=1), t)
+        return Estimator(cfg.OBJECTIVE.ESTIMATOR, SAMPLER_REGISTRY.get(sampler)(cfg), loss)
+    build.__doc__ = f"Hard negative mixing over the '{sampler}' sampler's negatives."
+    return build
+
+
+ESTIMATOR_REGISTRY.register(_mochi_with("uniform"), name="mochi")
+ESTIMATOR_REGISTRY.register(_mochi_with("ring"), name="ring_mochi")
 
 
 def build_estimator(cfg) -> Estimator:

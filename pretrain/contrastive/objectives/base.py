@@ -95,6 +95,7 @@ class ContrastiveObjective(nn.Module):
         return Negatives(anchors, pos, logits, entries, idx)
 
     def loss(self, negatives: Negatives) -> torch.Tensor:
+        negatives.generator = self.generator
         return self.estimator.loss(negatives, self.temperature)
 
     def step_stats(self, neg: torch.Tensor) -> dict:

@@ -1,0 +1,204 @@
+"""The negative-sampling family (DCL, HCL, MoCHi) against direct, loop-based implementations of their papers'
+formulas (HCL: as the authors' released code computes it), loss and gradient."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pretrain.common import UserError
+from pretrain.config import load_config
+from pretrain.contrastive.estimator import Negatives, build_estimator, contrastive_loss, debiased_loss, infonce
+from pretrain.contrastive.objectives import build_objective
+
+T = 0.2
+
+
+def _sims(b=4, n=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = (torch.rand(b, generator=g) * 1.6 - 0.6).requires_grad_()
+    neg = (torch.rand(b, n, generator=g) * 2 - 1).requires_grad_()
+    return pos, neg
+
+
+def loop_debiased(pos, neg, tau, tau_plus, beta):
+    """Per anchor, in float64: P = e^(s+/t), G_j = e^(s_j/t), w_j = G_j^beta / mean_k G_k^beta,
+    Ng = max((sum_j w_j G_j - tau+ N P) / (1 - tau+), N e^(-1/t)), loss_i = -log(P / (P + Ng))."""
+    losses = []
+    for i in range(len(pos)):
+        P = torch.exp(pos[i].double() / tau)
+        G = [torch.exp(neg[i, j].double() / tau) for j in range(neg.shape[1])]
+        N = len(G)
+        mean_w = sum(g ** beta for g in G) / N
+        total = sum((g ** beta / mean_w) * g for g in G)
+        ng = (total - tau_plus * N * P) / (1 - tau_plus)
+        ng = torch.clamp(ng, min=N * math.exp(-1 / tau))
+        losses.append(-torch.log(P / (P + ng)))
+    return torch.stack(losses).mean()
+
+
+def _grads(fn, pos, neg):
+    pos.grad = neg.grad = None
+    loss = fn(pos, neg)
+    loss.backward()
+    return loss.detach().double(), pos.grad.clone().double(), neg.grad.clone().double()
+
+
+@pytest.mark.parametrize("tau_plus,beta", [(0.1, 0.0), (0.1, 1.0), (0.3, 2.0), (0.0, 0.5)])
+def test_dcl_and_hcl_equal_the_formula_loss_and_gradient(tau_plus, beta):
+    pos, neg = _sims()
+    ours = _grads(lambda p, n: debiased_loss(p, n, T, tau_plus, beta), pos, neg)
+    ref = _grads(lambda p, n: loop_debiased(p, n, T, tau_plus, beta), pos, neg)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_the_clamp_binds_and_stops_the_gradient_as_in_the_authors_code():
+    pos = torch.tensor([0.95], requires_grad=True)  # a large tau+ N P drives Ng below N e^(-1/t)
+    neg = torch.full((1, 6), -0.5, requires_grad=True)
+    ours = _grads(lambda p, n: debiased_loss(p, n, T, 0.9, 0.0), pos, neg)
+    ref = _grads(lambda p, n: loop_debiased(p, n, T, 0.9, 0.0), pos, neg)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert torch.all(ours[2] == 0)  # clamped: no gradient into the negatives
+
+
+def test_large_logits_do_not_overflow():
+    pos, neg = torch.tensor([1.0]), torch.tensor([[0.99, -1.0, 0.5]])
+    assert torch.isfinite(debiased_loss(pos, neg, 0.01, 0.1, 3.0))  # e^(4 * 100) overflows fp32 unscaled
+
+
+def test_tau_plus_zero_is_nce_and_beta_zero_is_dcl():
+    pos, neg = _sims(seed=3)
+    nce = contrastive_loss(pos, neg, T)
+    torch.testing.assert_close(debiased_loss(pos, neg, T, 0.0), nce, rtol=1e-6, atol=0)
+    torch.testing.assert_close(debiased_loss(pos, neg, T, 0.1, 0.0), debiased_loss(pos, neg, T, 0.1), rtol=0, atol=0)
+    # and the registered estimators are built with them
+    for est, keys in [("dcl", ["DCL.TAU_PLUS", "0.0"]), ("hcl", ["HCL.TAU_PLUS", "0.0", "HCL.BETA", "0.0"])]:
+        e = build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", est, *keys]))
+        torch.testing.assert_close(e.loss(Negatives(None, pos, neg, None, None), T), nce, rtol=1e-6, atol=0)
+
+
+def _negatives(b=3, m=10, d=8, seed=0, drawn=False):
+    g = torch.Generator().manual_seed(seed)
+    anchors = F.normalize(torch.randn(b, d, generator=g), dim=1).requires_grad_()
+    pool = F.normalize(torch.randn(25, d, generator=g), dim=1).requires_grad_()
+    indices = torch.randint(25, (b, m), generator=g) if drawn else None
+    cand = pool[indices] if drawn else pool.expand(b, -1, -1)
+    logits = torch.bmm(cand, anchors.unsqueeze(2)).squeeze(2)
+    pos = (anchors * F.normalize(torch.randn(b, d, generator=g), dim=1)).sum(1)
+    return Negatives(anchors, pos, logits, pool, indices, torch.Generator().manual_seed(7))
+
+
+def loop_mochi(neg: Negatives, n_hard, s, s2, tau):
+    """Per anchor: the n_hard negatives of highest similarity, s mixes a h_i + (1 - a) h_j and s2 mixes
+    b q + (1 - b) h_j (b < 0.5), L2-normalised and detached, appended as negatives; InfoNCE.  The draws are
+    read from a clone of the generator in the order the implementation documents (i, j, a, j', b)."""
+    g = torch.Generator().manual_seed(7)  # the state _negatives gave the objective's generator
+    b, m = neg.logits.shape
+    k = min(n_hard, m)
+    i_all, j_all = torch.randint(k, (b, s), generator=g), torch.randint(k, (b, s), generator=g)
+    a_all = torch.rand(b, s, 1, generator=g)
+    jq_all = torch.randint(k, (b, s2), generator=g)
+    bq_all = 0.5 * torch.rand(b, s2, 1, generator=g)
+    losses, count = [], []
+    for r in range(b):
+        order = sorted(range(m), key=lambda c: -float(neg.logits[r, c].detach()))[:k]
+        rows = [order[c] if neg.indices is None else int(neg.indices[r, order[c]]) for c in range(k)]
+        hard = [neg.pool[row].detach() for row in rows]
+        q = neg.anchors[r]
+        synth = [F.normalize(a_all[r, t] * hard[i_all[r, t]] + (1 - a_all[r, t]) * hard[j_all[r, t]], dim=0)
+                 for t in range(s)]
+        synth += [F.normalize(bq_all[r, t] * q.detach() + (1 - bq_all[r, t]) * hard[jq_all[r, t]], dim=0)
+                  for t in range(s2)]
+        count.append(len(synth))
+        extra = torch.stack([torch.dot(q, h) for h in synth]) if synth else neg.logits.new_zeros(0)
+        logits = torch.cat([neg.pos[r:r + 1], neg.logits[r], extra]) / tau
+        losses.append(-(logits[0] - torch.logsumexp(logits, 0)))
+    return torch.stack(losses).mean(), count
+
+
+@pytest.mark.parametrize("drawn", [False, True])  # the whole pool (queue, batch) / negatives drawn from a bank
+def test_mochi_equals_the_formula_loss_and_gradient(drawn):
+    e = build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", "mochi", "MOCHI.NUM_HARDEST", "4",
+                                           "MOCHI.NUM_MIX", "5", "MOCHI.NUM_QUERY_MIX", "3"]))
+    neg = _negatives(drawn=drawn)
+    ours = e.loss(neg, T)
+    ga, gp = torch.autograd.grad(ours, [neg.anchors, neg.pool])
+    neg = _negatives(drawn=drawn)
+    ref, count = loop_mochi(neg, 4, 5, 3, T)
+    ra, rp = torch.autograd.grad(ref, [neg.anchors, neg.pool])
+    assert count == [8, 8, 8]
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ga, ra, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gp, rp, rtol=1e-5, atol=1e-6)  # the pool's gradient: only through the real logits
+
+
+def test_mochi_synthetic_negatives_are_normalised_counted_and_constant():
+    from pretrain.contrastive.estimator import mix_hard_negatives
+
+    neg = _negatives()
+    synth = mix_hard_negatives(neg, 4, 6, 2)
+    assert synth.shape == (3, 8, 8) and not synth.requires_grad
+    torch.testing.assert_close(synth.norm(dim=2), torch.ones(3, 8))
+    # each query mix lies closer to its query than a plain pair of hard negatives can be on average
+    q_sim = (synth[:, 6:] * neg.anchors.detach()[:, None]).sum(2)
+    assert q_sim.mean() > (synth[:, :6] * neg.anchors.detach()[:, None]).sum(2).mean()
+    # num_hardest above the pool is at most the pool
+    assert mix_hard_negatives(neg, 10_000, 2, 0).shape == (3, 2, 8)
+
+
+@pytest.mark.parametrize("opts,key", [
+    (["OBJECTIVE.ESTIMATOR", "dcl", "DCL.TAU_PLUS", "1.0"], "DCL.TAU_PLUS"),
+    (["OBJECTIVE.ESTIMATOR", "dcl", "DCL.TAU_PLUS", "-0.1"], "DCL.TAU_PLUS"),
+    (["OBJECTIVE.ESTIMATOR", "hcl", "HCL.TAU_PLUS", "1.5"], "HCL.TAU_PLUS"),
+    (["OBJECTIVE.ESTIMATOR", "hcl", "HCL.BETA", "-1.0"], "HCL.BETA"),
+    (["OBJECTIVE.ESTIMATOR", "mochi", "MOCHI.NUM_HARDEST", "-1"], "MOCHI.NUM_HARDEST"),
+    (["OBJECTIVE.ESTIMATOR", "mochi", "MOCHI.NUM_MIX", "-2"], "MOCHI.NUM_MIX"),
+])
+def test_bad_knob_values_are_one_sentence(opts, key):
+    with pytest.raises(UserError, match=key) as e:
+        build_estimator(load_config(None, opts))
+    assert str(e.value).count(". ") <= 1 and "\n" not in str(e.value)
+
+
+def test_ring_hcl_and_ring_mochi_read_the_ring():
+    for est in ("ring_hcl", "ring_mochi"):
+        e = build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", est]))
+        assert e.sampler.conditional and e.name == est
+
+
+FAMILY = ["dcl", "hcl", "ring_hcl", "mochi", "ring_mochi"]
+
+
+def _step(name, est):
+    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16",
+                             "MODEL.SMALL_STEM", "False", "MODEL.WIDTH", "16", "CMC.WIDTH", "8", "MOCO.QUEUE_SIZE",
+                             "64", "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5", "MOCHI.NUM_HARDEST", "8",
+                             "MOCHI.NUM_MIX", "8", "MOCHI.NUM_QUERY_MIX", "4"])
+    torch.manual_seed(0)
+    obj = build_objective(cfg, dataset_size=64, global_batch=8)
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    x1, x2 = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
+    losses = []
+    for _ in range(3):
+        loss, stats = obj(x1, x2, torch.arange(8))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert all(math.isfinite(v) for v in losses)
+    return stats
+
+
+@pytest.mark.parametrize("est", FAMILY)
+def test_each_family_estimator_trains_moco(est):
+    stats = _step("moco", est)
+    assert ("outer" in stats) == est.startswith("ring")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("est", FAMILY)
+@pytest.mark.parametrize("name", ["ir", "cmc", "simclr"])
+def test_every_objective_with_every_family_estimator(name, est):
+    _step(name, est)
