@@ -13,13 +13,15 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from . import batch_augment as BA
 from .common import Registry
 from .seeding import derive_seed
 
 AUGMENTATION_REGISTRY = Registry("AUGMENTATION", key="DATA.AUGMENT", doc="""Training augmentations (DATA.AUGMENT).
 
 A member is a function ``fn(image_size) -> transform`` taking a PIL RGB image to a normalised tensor
-(end the pipeline with ``to_normalized_tensor()``).""")
+(end the pipeline with ``to_normalized_tensor()``).  The shipped ones are ``Pipeline``s of ``Op``s, which
+also have a batch form for ``DATA.AUGMENT_ON device``.""")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,51 +33,168 @@ def to_normalized_tensor() -> list:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-@AUGMENTATION_REGISTRY.register(name="ir")
-def ir_transform(size: int) -> T.Compose:
-    """Instance-discrimination style (the paper's code): crop 0.2-1, grayscale 0.2, jitter 0.4, flip."""
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-        T.RandomGrayscale(p=0.2),
-        T.ColorJitter(0.4, 0.4, 0.4, 0.4),
-        T.RandomHorizontalFlip(),
-        *to_normalized_tensor(),
-    ])
+class Op:
+    """One augmentation step with two forms: ``pil(size)`` a torchvision transform of one PIL image, and
+    ``batch(x, size, g)`` the same distribution applied to a batch (N, 3, H, W) in [0, 1] on its device
+    (``batch_augment.py``), drawing from the generator ``g``."""
+
+    def pil(self, size: int):
+        raise NotImplementedError
+
+    def batch(self, x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
 
 
-@AUGMENTATION_REGISTRY.register(name="mocov2")
-def mocov2_transform(size: int) -> T.Compose:
-    """MoCo v2: jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, blur p 0.5 (large images only), flip."""
-    ops = [
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-    ]
-    if size > SMALL_IMAGE_MAX:
-        ops.append(T.RandomApply([T.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=0.5))
-    ops += [T.RandomHorizontalFlip(), *to_normalized_tensor()]
-    return T.Compose(ops)
+class Crop(Op):
+    def __init__(self, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.scale, self.ratio = scale, ratio
+
+    def pil(self, size):
+        return T.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio)
+
+    def batch(self, x, size, g):
+        boxes = BA.crop_boxes(len(x), x.shape[2], x.shape[3], self.scale, self.ratio, g, x.device)
+        return BA.crop_resize(x, boxes, size)
 
 
-@AUGMENTATION_REGISTRY.register(name="shapes")
-def shapes_transform(size: int) -> T.Compose:
-    """For the built-in procedural shapes: crops that keep most of the object (scale 0.5-1) and colour
-    distortion on every view with the hue turned anywhere on the circle.  Every synthetic image has its own
-    random colours, and MoCo v2's crops (down to 20 %) often show two views of background only: with those,
-    the pair of colours is the one cue two views share, and pretraining learns colour instead of shape."""
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.5, 1.0)),
-        T.ColorJitter(0.6, 0.6, 0.6, 0.5),
-        T.RandomGrayscale(p=0.2),
-        T.RandomHorizontalFlip(),
-        *to_normalized_tensor(),
-    ])
+class Jitter(Op):
+    KINDS = ("brightness", "contrast", "saturation", "hue")
+
+    def __init__(self, brightness, contrast, saturation, hue, p=1.0):
+        self.strength, self.p = (brightness, contrast, saturation, hue), p
+
+    def pil(self, size):
+        jitter = T.ColorJitter(*self.strength)
+        return jitter if self.p >= 1 else T.RandomApply([jitter], p=self.p)
+
+    def batch(self, x, size, g):
+        n, dev = len(x), x.device
+        apply = torch.rand(n, generator=g, device=dev) < self.p
+        factors = [BA._u(g, n, -s, s, dev) if k == "hue" else BA._u(g, n, max(0.0, 1 - s), 1 + s, dev)
+                   for k, s in zip(self.KINDS, self.strength)]
+        y = x
+        for i in torch.randperm(4, generator=self.order_generator).tolist():  # one order per batch, host-side
+            if self.strength[i]:
+                y = BA.adjust(y, self.KINDS[i], factors[i])
+        return BA.where(apply, y, x)
 
 
-@AUGMENTATION_REGISTRY.register(name="cmc")
-def cmc_transform(size: int) -> T.Compose:
-    """CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal)."""
-    return T.Compose([T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), *to_normalized_tensor()])
+class Gray(Op):
+    def __init__(self, p):
+        self.p = p
+
+    def pil(self, size):
+        return T.RandomGrayscale(p=self.p)
+
+    def batch(self, x, size, g):
+        return BA.where(torch.rand(len(x), generator=g, device=x.device) < self.p, BA.gray(x).expand_as(x), x)
+
+
+class Blur(Op):
+    """MoCo v2's Gaussian blur (kernel ~10 % of the image, sigma 0.1-2.0); only above SMALL_IMAGE_MAX px."""
+
+    def __init__(self, p):
+        self.p = p
+
+    def pil(self, size):
+        return T.RandomApply([T.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=self.p)
+
+    def batch(self, x, size, g):
+        n, dev = len(x), x.device
+        apply = torch.rand(n, generator=g, device=dev) < self.p
+        return BA.where(apply, BA.gaussian_blur(x, 2 * (size // 20) + 1, BA._u(g, n, 0.1, 2.0, dev)), x)
+
+
+class Flip(Op):
+    def pil(self, size):
+        return T.RandomHorizontalFlip()
+
+    def batch(self, x, size, g):
+        return BA.where(torch.rand(len(x), generator=g, device=x.device) < 0.5, x.flip(-1), x)
+
+
+class Rotate(Op):
+    def __init__(self, degrees):
+        self.degrees = degrees
+
+    def pil(self, size):
+        return T.RandomRotation(self.degrees, interpolation=T.InterpolationMode.BILINEAR)
+
+    def batch(self, x, size, g):
+        return BA.rotate(x, BA._u(g, len(x), -self.degrees, self.degrees, x.device))
+
+
+class Pipeline:
+    """A named list of ops: called with an image size it is the PIL transform (ending in a normalised
+    tensor); ``batch_form(size)`` is the same pipeline for batches on the device."""
+
+    def __init__(self, ops_for_size, doc: str):
+        self.ops_for_size, self.__doc__ = ops_for_size, doc
+
+    def __call__(self, size: int) -> T.Compose:
+        return T.Compose([op.pil(size) for op in self.ops_for_size(size)] + to_normalized_tensor())
+
+    def batch_form(self, size: int) -> "BatchPipeline":
+        return BatchPipeline(self.ops_for_size(size), size)
+
+
+class BatchPipeline:
+    """uint8 images (N, 3, H, W) of one size -> normalised augmented views (N, 3, size, size)."""
+
+    def __init__(self, ops: list, size: int):
+        self.ops, self.size = ops, size
+
+    def __call__(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """Every random draw from ``seed``: on the images' device, and the jitter order on the host."""
+        g = torch.Generator(device=images.device).manual_seed(seed)
+        order = torch.Generator().manual_seed(seed)
+        for op in self.ops:
+            op.order_generator = order
+        x = images.float() / 255.0
+        if not any(isinstance(op, Crop) for op in self.ops) and x.shape[-1] != self.size:
+            x = F_resize(x, self.size)
+        for op in self.ops:
+            x = op.batch(x, self.size, g)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+def F_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
+def _register(name: str, doc: str):
+    def wrap(ops_for_size):
+        AUGMENTATION_REGISTRY.register(Pipeline(ops_for_size, doc), name=name)
+        return ops_for_size
+    return wrap
+
+
+@_register("ir", "Instance-discrimination style (the paper's code): crop 0.2-1, grayscale 0.2, jitter 0.4, flip.")
+def ir_ops(size: int) -> list:
+    return [Crop((0.2, 1.0)), Gray(0.2), Jitter(0.4, 0.4, 0.4, 0.4), Flip()]
+
+
+@_register("mocov2", "MoCo v2: jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, blur p 0.5 (large images "
+                     "only), flip.")
+def mocov2_ops(size: int) -> list:
+    return [Crop((0.2, 1.0)), Jitter(0.4, 0.4, 0.4, 0.1, p=0.8), Gray(0.2),
+            *([Blur(0.5)] if size > SMALL_IMAGE_MAX else []), Flip()]
+
+
+@_register("shapes", """For the built-in procedural shapes: crops that keep most of the object (scale 0.5-1), any
+rotation, and colour distortion on every view with the hue turned anywhere on the circle.  Every synthetic
+image has its own random colours, and MoCo v2's crops (down to 20 %) often show two views of background only:
+with those, the pair of colours is the one cue two views share, and pretraining learns colour, not shape.""")
+def shapes_ops(size: int) -> list:
+    return [Rotate(180), Crop((0.5, 1.0)), Jitter(0.6, 0.6, 0.6, 0.5), Gray(0.2), Flip()]
+
+
+@_register("cmc", "CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal).")
+def cmc_ops(size: int) -> list:
+    return [Crop((0.2, 1.0)), Flip()]
 
 
 def eval_transform(size: int) -> T.Compose:
@@ -87,6 +206,16 @@ def eval_transform(size: int) -> T.Compose:
 
 def build_train_transform(name: str, size: int) -> T.Compose:
     return AUGMENTATION_REGISTRY.get(name)(size)
+
+
+def build_batch_augment(name: str, size: int) -> "BatchPipeline":
+    pipeline = AUGMENTATION_REGISTRY.get(name)
+    if not isinstance(pipeline, Pipeline):
+        from .common import UserError
+
+        raise UserError(f"DATA.AUGMENT {name} has no batch form for DATA.AUGMENT_ON device (register it as a "
+                        "Pipeline of Ops in pretrain/augment.py), or set DATA.AUGMENT_ON loader.")
+    return pipeline.batch_form(size)
 
 
 NO_VIEW = torch.empty(0)  # the second view of one-view objectives
@@ -119,6 +248,23 @@ class TwoViewDataset(Dataset):
             finally:
                 random.setstate(state)
         return v1, v2, i, label
+
+
+class RawImages(Dataset):
+    """(uint8 image (3, H, W), NO_VIEW, index, label) for DATA.AUGMENT_ON device: the loader only decodes;
+    the training step augments the whole batch.  Every image must have the same size (it is batched)."""
+
+    def __init__(self, base: Dataset):
+        self.base, self.epoch = base, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        from torchvision.transforms.functional import pil_to_tensor
+
+        img, label = self.base[i]
+        return pil_to_tensor(img.convert("RGB")), NO_VIEW, i, label
 
 
 class TransformedDataset(Dataset):

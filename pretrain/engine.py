@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed as D
-from .augment import TransformedDataset, TwoViewDataset, build_train_transform, eval_transform
+from .augment import (NO_VIEW, RawImages, TransformedDataset, TwoViewDataset, build_batch_augment,
+                      build_train_transform, eval_transform)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .common import resolve_device
 from .config import CfgNode, ConfigError, get_key, result_fingerprint
@@ -27,7 +28,7 @@ from .hooks import Hook, KNNMonitor, LossFeed, MetricsWriter, PeriodicCheckpoint
 from .io import MetricsLog, atomic_write_text, write_summary
 from .lr_schedules import build_lr_lambda
 from .sampler import ResumableBatchSampler
-from .seeding import rng_state, seed_everything, set_rng_state
+from .seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 
 def memory_format(cfg: CfgNode) -> torch.memory_format:
@@ -50,9 +51,17 @@ class Trainer:
 
         # Data: the two-view training set and a deterministic, resumable sampler.
         base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
-        views = objective_class(cfg.OBJECTIVE.NAME).views
-        self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE), cfg.SEED,
-                                        views)
+        self.views = objective_class(cfg.OBJECTIVE.NAME).views
+        self.device_augment = None
+        if cfg.DATA.AUGMENT_ON == "device":  # the loader hands over uint8 images; the step augments the batch
+            self.device_augment = build_batch_augment(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE)
+            self.train_set = RawImages(base)
+        elif cfg.DATA.AUGMENT_ON == "loader":
+            self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE),
+                                            cfg.SEED, self.views)
+        else:
+            raise ConfigError(f"DATA.AUGMENT_ON {cfg.DATA.AUGMENT_ON!r}: choose loader (PIL, in the workers) or "
+                              "device (batched tensors on the training device).")
         self.batch_sampler = ResumableBatchSampler(len(base), cfg.SOLVER.BATCH_SIZE, self.rank, self.world, cfg.SEED)
         self.iters_per_epoch = self.batch_sampler.batches_per_epoch
         self.total_iters = self.iters_per_epoch * cfg.SOLVER.EPOCHS
@@ -169,9 +178,19 @@ class Trainer:
     def epoch_complete(self) -> bool:
         return self.batch_in_epoch == self.iters_per_epoch
 
+    def _augment_on_device(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DATA.AUGMENT_ON device: both views from one copy of the uint8 batch, seeded by (seed, epoch, batch,
+        rank, view), so that a resumed run draws what an uninterrupted one would have."""
+        images = images.to(self.device, non_blocking=True)
+        views = [self.device_augment(images, derive_seed(self.cfg.SEED, self.epoch, self.batch_in_epoch, self.rank, v))
+                 .contiguous(memory_format=memory_format(self.cfg)) for v in range(self.views)]
+        return views[0], views[1] if self.views == 2 else NO_VIEW
+
     def step(self, v1, v2, index) -> dict:
         """One optimizer step on one batch; returns the objective's stats."""
         self.objective.set_progress(self.iter)
+        if self.device_augment is not None:
+            v1, v2 = self._augment_on_device(v1)
         v1, v2, index = self._to_device(v1), self._to_device(v2), index.to(self.device)
         with self.amp_context():
             loss, stats = self.model(v1, v2, index)

@@ -93,6 +93,34 @@ def test_export_of_a_pretraining_run_and_cmc_two_streams(tmp_path, tiny_opts):
     assert "instances" in out[0]
 
 
+def test_a_narrow_run_and_its_random_init_load_into_the_any_width_backbone(tmp_path, tiny_opts, capsys):
+    from transfer.detection.export import main as export_main
+
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"SOLVER.MAX_ITERS": 1, "KNN.ENABLED": False, "MODEL.WIDTH": 16, "SEED": 5})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    assert export_main([str(run), "-o", str(tmp_path / "w.pkl")]) == 0
+    out = capsys.readouterr().out
+    for line in ("MODEL.BACKBONE.NAME build_resnet_any_width_fpn_backbone", "MODEL.RESNETS.STEM_OUT_CHANNELS 16",
+                 "MODEL.RESNETS.RES2_OUT_CHANNELS 16"):
+        assert line in out, line
+    opts = ["MODEL.BACKBONE.NAME", "build_resnet_any_width_fpn_backbone", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", "16"]
+    model, incompatible = _load_into_model(load_cfg("cpu/scenes_mask_rcnn_R_18_FPN.yaml", opts), tmp_path / "w.pkl")
+    assert [k for k in incompatible.missing_keys if k.startswith("backbone.bottom_up")] == []
+    ck = torch.load(run / "checkpoint_last.pth", weights_only=True)["model"]
+    trained = model.state_dict()["backbone.bottom_up.res4.1.conv2.weight"]
+    assert trained.shape == (64, 64, 3, 3) and torch.equal(trained, ck["encoder_q.backbone.layer3.1.conv2.weight"])
+    # the paired baseline: the same architecture untrained, initialised from the run's seed, every time alike
+    for name in ("r1.pkl", "r2.pkl"):
+        export(run, tmp_path / name, random_init=True)
+    a, b = (pickle.load(open(tmp_path / n, "rb")) for n in ("r1.pkl", "r2.pkl"))
+    assert a["ringnce_source"]["method"] == "random_init" and a["ringnce_source"]["seed"] == 5
+    assert a["ringnce_source"]["config"]["MODEL.WIDTH"] == "16"
+    assert all(np.array_equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert not np.array_equal(a["model"]["res4.1.conv2.weight"], trained.numpy())
+
+
 def test_export_prints_what_the_detectron2_config_must_set(tmp_path, capsys):
     from transfer.detection.export import main as export_main
 

@@ -1,0 +1,86 @@
+"""DATA.AUGMENT_ON device: the batched tensor form of every shipped pipeline, against the PIL path's statistics
+(the CPU form of what runs on a GPU)."""
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms as T
+from torchvision.transforms.functional import pil_to_tensor
+
+from pretrain import batch_augment as BA
+from pretrain.augment import AUGMENTATION_REGISTRY, IMAGENET_MEAN, IMAGENET_STD, build_batch_augment
+from pretrain.common import UserError
+from pretrain.data.synthetic import SyntheticShapes
+
+
+def test_crop_boxes_follow_random_resized_crop():
+    n, h, w = 20000, 40, 30
+    boxes = BA.crop_boxes(n, h, w, (0.2, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0), "cpu")
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    torch.manual_seed(0)
+    ref = torch.tensor([T.RandomResizedCrop.get_params(torch.zeros(3, h, w), [0.2, 1.0], [3 / 4, 4 / 3])
+                        for _ in range(n)], dtype=torch.float)  # (i, j, h, w)
+    ours = torch.stack([boxes[:, 1], boxes[:, 0], bh, bw], 1)
+    for col in range(4):  # mean and spread of top, left, height, width within Monte-Carlo error
+        a, b = ours[:, col], ref[:, col]
+        se = (a.var() / n + b.var() / n).sqrt()
+        assert abs(a.mean() - b.mean()) < 4 * se + 1e-6, (col, a.mean(), b.mean())
+        assert abs(a.std() - b.std()) < 0.03 * b.std() + 0.05, (col, a.std(), b.std())
+
+
+def _image_stats(x: torch.Tensor) -> np.ndarray:
+    """Per image: channel means, channel spread, and mean absolute difference between channels (colour)."""
+    return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), (x[:, 0] - x[:, 1]).abs().mean(dim=(1, 2))[:, None]],
+                     1).numpy()
+
+
+@pytest.mark.parametrize("name,size", [("mocov2", 32), ("mocov2", 96), ("ir", 32), ("shapes", 32), ("cmc", 32)])
+def test_batch_form_matches_the_pil_path_statistics(name, size):
+    base = SyntheticShapes("train", 16, image_size=size)
+    images = [base[i][0] for i in range(16)]
+    reps = 48
+    pil_tf = AUGMENTATION_REGISTRY.get(name)(size)
+    torch.manual_seed(0)
+    pil = torch.stack([pil_tf(im) for im in images for _ in range(reps)])
+    batch = build_batch_augment(name, size)
+    raw = torch.stack([pil_to_tensor(im) for im in images for _ in range(reps)])
+    dev = torch.cat([batch(raw[i:i + 256], seed=i) for i in range(0, len(raw), 256)])
+    assert dev.shape == pil.shape == (16 * reps, 3, size, size)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    a, b = _image_stats(pil * std + mean), _image_stats(dev * std + mean)
+    # the distribution of each statistic over all views: its mean and spread agree
+    assert np.abs(a.mean(0) - b.mean(0)).max() < 0.02, (a.mean(0), b.mean(0))
+    assert np.abs(a.std(0) - b.std(0)).max() < 0.025, (a.std(0), b.std(0))
+
+
+def test_batch_form_is_a_function_of_the_seed_and_differs_between_views():
+    raw = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    aug = build_batch_augment("mocov2", 32)
+    assert torch.equal(aug(raw, seed=5), aug(raw, seed=5))
+    assert not torch.equal(aug(raw, seed=5), aug(raw, seed=6))
+
+
+def test_hue_round_trip_and_a_user_pipeline_without_batch_form():
+    x = torch.rand(4, 3, 8, 8)
+    torch.testing.assert_close(BA.adjust(x, "hue", torch.zeros(4)), x, atol=1e-5, rtol=0)
+    ref = torch.stack([T.functional.adjust_hue(x[i], 0.3) for i in range(4)])
+    torch.testing.assert_close(BA.adjust(x, "hue", torch.full((4,), 0.3)), ref, atol=1e-4, rtol=0)
+    if "plain_fn" not in AUGMENTATION_REGISTRY:
+        AUGMENTATION_REGISTRY.register(lambda size: T.ToTensor(), name="plain_fn")
+    with pytest.raises(UserError, match="no batch form for DATA.AUGMENT_ON device"):
+        build_batch_augment("plain_fn", 32)
+
+
+def test_pretraining_with_device_augmentation_resumes_exactly(tmp_path, tiny_opts):
+    from pretrain.cli import main as pretrain_main
+    from tests.conftest import opts_with
+
+    opts = opts_with(tiny_opts, **{"DATA.AUGMENT_ON": "device", "KNN.ENABLED": False, "SOLVER.MAX_ITERS": 4})
+    assert pretrain_main(["-o", str(tmp_path / "a"), *opts]) == 0
+    half = opts_with(opts, **{"SOLVER.MAX_ITERS": 2})
+    assert pretrain_main(["-o", str(tmp_path / "b"), *half]) == 0
+    assert pretrain_main(["-o", str(tmp_path / "b"), "--auto-resume", *opts]) == 0
+    a = torch.load(tmp_path / "a" / "checkpoint_last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint_last.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
