@@ -28,7 +28,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pretrain.contrastive.samplers import RingSampler, ring_bounds, ring_indices, ring_indices_chunked  # noqa: E402
+from pretrain.contrastive.samplers import Candidates, RingSampler, ring_bounds, ring_indices  # noqa: E402
 
 IMAGENET = 1_281_167
 
@@ -96,10 +96,10 @@ def bench_c_one(method: str) -> dict:
     z = F.normalize(torch.randn(256, 128, generator=g), dim=1)
     base = _rss_mb()
     t = time.perf_counter()
-    if method == "ours":
-        idx = ring_indices_chunked(z, bank, 0.1, 0.1, num_draws=4095, generator=torch.Generator().manual_seed(1))
-    else:  # score the whole bank at once, then the same ring and draws
-        idx = RingSampler(0.1)(z @ bank.t(), 0.1, 4095, torch.Generator().manual_seed(1))
+    # ours: the bank scored block by block of anchors (BANK.SCORE_BLOCK's default); whole: scored at once
+    cands = (Candidates.from_bank(z, bank, 2 ** 25) if method == "ours"
+             else Candidates.from_scores(z @ bank.t()))
+    idx = RingSampler(0.1).select(cands, 0.1, 4095, torch.Generator().manual_seed(1))
     secs = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": secs, "extra_mb": peak - base, "checksum": int(idx.sum())}

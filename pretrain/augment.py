@@ -184,12 +184,12 @@ def mocov2_ops(size: int) -> list:
             *([Blur(0.5)] if size > SMALL_IMAGE_MAX else []), Flip()]
 
 
-@_register("shapes", """For the built-in procedural shapes: crops that keep most of the object (scale 0.5-1), any
-rotation, and colour distortion on every view with the hue turned anywhere on the circle.  Every synthetic
+@_register("shapes", """For the built-in procedural shapes: crops that keep most of the object (scale 0.5-1) and
+colour distortion on every view with the hue turned anywhere on the circle.  Every synthetic
 image has its own random colours, and MoCo v2's crops (down to 20 %) often show two views of background only:
 with those, the pair of colours is the one cue two views share, and pretraining learns colour, not shape.""")
 def shapes_ops(size: int) -> list:
-    return [Rotate(180), Crop((0.5, 1.0)), Jitter(0.6, 0.6, 0.6, 0.5), Gray(0.2), Flip()]
+    return [Crop((0.5, 1.0)), Jitter(0.6, 0.6, 0.6, 0.5), Gray(0.2), Flip()]
 
 
 @_register("cmc", "CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal).")

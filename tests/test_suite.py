@@ -90,8 +90,10 @@ def test_detection_stages_resume_from_their_last_checkpoint(tmp_path):
     """Every Detectron2 stage runs with --resume: a rerun continues from last_checkpoint (and a fresh one, with
     no checkpoint yet, starts from MODEL.WEIGHTS)."""
     suite, _ = load_suite("paper_imagenet")
-    det = [s for s in plan(suite, tmp_path) if "transfer.detection.train_net" in s.cmd]  # 4 tasks x 4 runs
-    assert len(det) == 4 * 4 and all("--resume" in s.cmd for s in det)
+    # 4 tasks x (4 pretraining runs + the random-init baseline that MoCo and IR share: one RGB ResNet-50)
+    det = [s for s in plan(suite, tmp_path) if "transfer.detection.train_net" in s.cmd]
+    assert len(det) == 4 * 5 and all("--resume" in s.cmd for s in det)
+    assert sum("rgb_random_init_s0" in str(s.done) for s in det) == 4
     assert all(s.cmd[s.cmd.index("-o") + 1] == str(s.done.parent) for s in det)
 
 
