@@ -124,6 +124,30 @@ class Rotate(Op):
         return BA.rotate(x, BA._u(g, len(x), -self.degrees, self.degrees, x.device))
 
 
+class Recolor(Op):
+    """Each channel through its own random curve: ``points`` levels uniform in [0, 1] at evenly spaced
+    inputs, linearly interpolated.  Edges stay where they are (distinct levels stay distinct almost surely);
+    every colour, brightness and contrast relation between regions is redrawn."""
+
+    def __init__(self, points: int = 4):
+        self.points = points
+
+    def pil(self, size):
+        return T.Lambda(self._pil)
+
+    def _pil(self, img):
+        curves = torch.rand(3, self.points)  # the global generator, seeded per sample by TwoViewDataset
+        xs = torch.linspace(0, 1, 256)
+        lut = torch.stack([BA.piecewise_linear(xs[None], c[None])[0] for c in curves])
+        table = (lut * 255).round().to(torch.uint8).flatten().tolist()
+        return img.convert("RGB").point(table)
+
+    def batch(self, x, size, g):
+        n = len(x)
+        curves = torch.rand(n * 3, self.points, generator=g, device=x.device)
+        return BA.piecewise_linear(x.reshape(n * 3, -1), curves).view_as(x)
+
+
 class Pipeline:
     """A named list of ops: called with an image size it is the PIL transform (ending in a normalised
     tensor); ``batch_form(size)`` is the same pipeline for batches on the device."""

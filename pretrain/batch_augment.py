@@ -128,5 +128,14 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def piecewise_linear(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Row r of x (values in [0, 1]) through the curve with ``levels[r]`` at evenly spaced inputs."""
+    k = levels.shape[1] - 1
+    pos = x.clamp(0, 1) * k
+    i = pos.floor().clamp(max=k - 1).long()
+    frac = pos - i
+    return levels.gather(1, i) * (1 - frac) + levels.gather(1, i + 1) * frac
+
+
 def where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(_per_image(mask), a, b)

@@ -50,6 +50,7 @@ def get_defaults() -> CfgNode:
     C.MODEL.HEAD_HIDDEN = 0  # 0: same as the backbone's feature dim (dim -> dim -> OUT_DIM)
     C.MODEL.OUT_DIM = 128
     C.MODEL.CHANNELS_LAST = True  # NHWC model and inputs (CUDA and CPU)
+    C.MODEL.COMPILE = False  # torch.compile every encoder (in place: checkpoints keep their parameter names)
 
     C.OBJECTIVE = CfgNode()
     C.OBJECTIVE.NAME = "moco"  # ir | cmc | moco | simclr (pretrain.contrastive.objectives.OBJECTIVE_REGISTRY)

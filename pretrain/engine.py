@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from . import distributed as D
 from .augment import (NO_VIEW, RawImages, TransformedDataset, TwoViewDataset, build_batch_augment,
                       build_train_transform, eval_transform)
+from .backbones import Encoder
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .common import resolve_device
 from .config import CfgNode, ConfigError, get_key, result_fingerprint
@@ -71,7 +72,10 @@ class Trainer:
         # Model: the objective (encoders, pool, sampler, schedule), DDP around it when distributed.
         self.objective = build_objective(cfg, dataset_size=len(base), global_batch=cfg.SOLVER.BATCH_SIZE)
         self.objective.to(dev)
+        self.objective.place_generator(dev)
         self.objective.to(memory_format=memory_format(cfg))
+        if cfg.MODEL.COMPILE:
+            compile_encoders(self.objective)
         self.model = self.objective
         if self.world > 1:
             seed_everything(cfg.SEED + self.rank)
@@ -263,6 +267,15 @@ class Trainer:
             acc = topk_accuracy(scores, yte, ks=(1,))["top1"]
         D.barrier()
         return acc
+
+
+def compile_encoders(objective: torch.nn.Module) -> int:
+    """MODEL.COMPILE: ``Module.compile()`` on every encoder (backbone + head) of the objective, in place, so
+    that parameter names (and so checkpoints, exports and resumes) do not change.  Returns how many."""
+    encoders = [m for m in objective.modules() if isinstance(m, Encoder)]
+    for m in encoders:
+        m.compile()
+    return len(encoders)
 
 
 def _backbone_prefix(objective: torch.nn.Module) -> str:

@@ -186,3 +186,35 @@ def test_checkpoint_retention_keeps_last_final_and_every_nth_epoch(tmp_path, tin
     final, last = run / "checkpoint_e0005.pth", run / "checkpoint_last.pth"
     assert final.read_bytes() == last.read_bytes() and os.path.samefile(final, last)  # serialised once, linked
     assert load_checkpoint(run / "checkpoint_e0002.pth")["epoch"] == 2
+
+
+def test_model_compile_compiles_every_encoder_in_place():
+    from pretrain.backbones import Encoder
+    from pretrain.config import load_config
+    from pretrain.contrastive.objectives import build_objective
+    from pretrain.engine import compile_encoders
+
+    for name, count in [("moco", 2), ("cmc", 2), ("ir", 1), ("simclr", 1)]:
+        obj = build_objective(load_config(None, ["OBJECTIVE.NAME", name, "MOCO.QUEUE_SIZE", "64"]), 64, 8)
+        names = list(obj.state_dict())
+        assert compile_encoders(obj) == count
+        assert all(m._compiled_call_impl is not None for m in obj.modules() if isinstance(m, Encoder))
+        assert list(obj.state_dict()) == names  # checkpoints keep their parameter names
+
+
+@pytest.mark.slow
+def test_a_compiled_step_matches_an_eager_one():
+    from pretrain.config import load_config
+    from pretrain.contrastive.objectives import build_objective
+    from pretrain.engine import compile_encoders
+
+    cfg = load_config(None, ["MOCO.QUEUE_SIZE", "64", "MODEL.WIDTH", "16", "MODEL.SMALL_STEM", "False"])
+    x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    losses = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        obj = build_objective(cfg, 64, 8)
+        if compiled:
+            compile_encoders(obj)
+        losses.append(obj(x1, x2)[0].detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from pretrain.common import UserError
 from pretrain.config import load_config
 from pretrain.contrastive.estimator import Negatives, build_estimator, contrastive_loss, debiased_loss, infonce
-from pretrain.contrastive.objectives import build_objective
 
 T = 0.2
 
@@ -167,38 +166,4 @@ def test_ring_hcl_and_ring_mochi_read_the_ring():
         e = build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", est]))
         assert e.sampler.conditional and e.name == est
 
-
-FAMILY = ["dcl", "hcl", "ring_hcl", "mochi", "ring_mochi"]
-
-
-def _step(name, est):
-    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16",
-                             "MODEL.SMALL_STEM", "False", "MODEL.WIDTH", "16", "CMC.WIDTH", "8", "MOCO.QUEUE_SIZE",
-                             "64", "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5", "MOCHI.NUM_HARDEST", "8",
-                             "MOCHI.NUM_MIX", "8", "MOCHI.NUM_QUERY_MIX", "4"])
-    torch.manual_seed(0)
-    obj = build_objective(cfg, dataset_size=64, global_batch=8)
-    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
-    x1, x2 = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
-    losses = []
-    for _ in range(3):
-        loss, stats = obj(x1, x2, torch.arange(8))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
-    assert all(math.isfinite(v) for v in losses)
-    return stats
-
-
-@pytest.mark.parametrize("est", FAMILY)
-def test_each_family_estimator_trains_moco(est):
-    stats = _step("moco", est)
-    assert ("outer" in stats) == est.startswith("ring")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("est", FAMILY)
-@pytest.mark.parametrize("name", ["ir", "cmc", "simclr"])
-def test_every_objective_with_every_family_estimator(name, est):
-    _step(name, est)
+# Each estimator trains every objective: tests/test_objectives.py (MoCo by default, the matrix under -m slow).

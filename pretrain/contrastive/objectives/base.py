@@ -43,7 +43,8 @@ class ContrastiveObjective(nn.Module):
         # optimizer steps per epoch, as the engine's sampler counts them (full batches only)
         self.schedule = build_schedule(cfg.RING, max(1, dataset_size // global_batch))
         self.outer = self.schedule(0)
-        self.generator = torch.Generator().manual_seed(int(cfg.SEED) + 17)  # negative draws, shuffle-BN
+        self._generator_seed = int(cfg.SEED) + 17
+        self.generator = torch.Generator().manual_seed(self._generator_seed)  # negative draws, shuffle-BN, mixes
         # memory-bank objectives (IR, CMC): negatives per anchor, and the bound on scores held at once
         self.num_negatives, self.score_block = int(cfg.BANK.NUM_NEGATIVES), int(cfg.BANK.SCORE_BLOCK)
 
@@ -51,6 +52,12 @@ class ContrastiveObjective(nn.Module):
     def sampler(self):
         """The estimator's sampler (which negatives)."""
         return self.estimator.sampler
+
+    def place_generator(self, device: torch.device) -> None:
+        """Moves the draws to the training device (a CUDA generator there: no host-to-device copy per step).
+        Called once before training; the CPU keeps its CPU generator, so CPU numbers do not change."""
+        if torch.device(device).type != self.generator.device.type:
+            self.generator = torch.Generator(device=device).manual_seed(self._generator_seed)
 
     def set_progress(self, step: int) -> None:
         """Before optimizer step ``step`` (0-based): the ring's outer fraction for it."""

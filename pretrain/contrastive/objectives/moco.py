@@ -55,11 +55,12 @@ class MoCo(ContrastiveObjective):
         if not self.shuffle_bn:
             return self.encoder_k(im_k)
         if not D.is_dist():
-            perm = torch.randperm(len(im_k), generator=self.generator).to(im_k.device)
+            perm = torch.randperm(len(im_k), generator=self.generator, device=self.generator.device).to(im_k.device)
             return self._split(self.encoder_k, im_k[perm])[torch.argsort(perm)]
         gathered = D.all_gather_cat(im_k)
         # Same generator state on every rank -> the same permutation, no broadcast needed.
-        perm = torch.randperm(len(gathered), generator=self.generator).to(gathered.device)
+        perm = torch.randperm(len(gathered), generator=self.generator,
+                              device=self.generator.device).to(gathered.device)
         n, r = len(im_k), D.get_rank()
         k = self.encoder_k(gathered[perm[r * n:(r + 1) * n]])
         k_all = D.all_gather_cat(k)

@@ -1,0 +1,24 @@
+"""The GPU check's CPU form: every section runs at toy size and prints its row (what a lent GPU machine runs
+at full size with benchmarks/gpu_check.sh)."""
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_the_gpu_check_runs_every_section_at_toy_size_on_cpu():
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--toy", "--device", "cpu", "--workers", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = out.stdout
+    for row in ("MoCo step NCE (img/s)", "Ring/NCE step time", "end to end, augment on loader",
+                "end to end, augment on device", "IR ring over a 2,048 x 128 bank", "Detectron2 Mask R-CNN R50",
+                "linear probe, one epoch"):
+        assert row in table, (row, table, out.stderr[-2000:])
+    assert "failed" not in table, table
+
+
+def test_without_cuda_the_full_check_says_so_in_one_line():
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "skipped: CUDA is not available here" in out.stdout
