@@ -113,41 +113,6 @@ class Flip(Op):
         return BA.where(torch.rand(len(x), generator=g, device=x.device) < 0.5, x.flip(-1), x)
 
 
-class Rotate(Op):
-    def __init__(self, degrees):
-        self.degrees = degrees
-
-    def pil(self, size):
-        return T.RandomRotation(self.degrees, interpolation=T.InterpolationMode.BILINEAR)
-
-    def batch(self, x, size, g):
-        return BA.rotate(x, BA._u(g, len(x), -self.degrees, self.degrees, x.device))
-
-
-class Recolor(Op):
-    """Each channel through its own random curve: ``points`` levels uniform in [0, 1] at evenly spaced
-    inputs, linearly interpolated.  Edges stay where they are (distinct levels stay distinct almost surely);
-    every colour, brightness and contrast relation between regions is redrawn."""
-
-    def __init__(self, points: int = 4):
-        self.points = points
-
-    def pil(self, size):
-        return T.Lambda(self._pil)
-
-    def _pil(self, img):
-        curves = torch.rand(3, self.points)  # the global generator, seeded per sample by TwoViewDataset
-        xs = torch.linspace(0, 1, 256)
-        lut = torch.stack([BA.piecewise_linear(xs[None], c[None])[0] for c in curves])
-        table = (lut * 255).round().to(torch.uint8).flatten().tolist()
-        return img.convert("RGB").point(table)
-
-    def batch(self, x, size, g):
-        n = len(x)
-        curves = torch.rand(n * 3, self.points, generator=g, device=x.device)
-        return BA.piecewise_linear(x.reshape(n * 3, -1), curves).view_as(x)
-
-
 class Pipeline:
     """A named list of ops: called with an image size it is the PIL transform (ending in a normalised
     tensor); ``batch_form(size)`` is the same pipeline for batches on the device."""
@@ -206,14 +171,6 @@ def ir_ops(size: int) -> list:
 def mocov2_ops(size: int) -> list:
     return [Crop((0.2, 1.0)), Jitter(0.4, 0.4, 0.4, 0.1, p=0.8), Gray(0.2),
             *([Blur(0.5)] if size > SMALL_IMAGE_MAX else []), Flip()]
-
-
-@_register("shapes", """For the built-in procedural shapes: crops that keep most of the object (scale 0.5-1) and
-colour distortion on every view with the hue turned anywhere on the circle.  Every synthetic
-image has its own random colours, and MoCo v2's crops (down to 20 %) often show two views of background only:
-with those, the pair of colours is the one cue two views share, and pretraining learns colour, not shape.""")
-def shapes_ops(size: int) -> list:
-    return [Crop((0.5, 1.0)), Jitter(0.6, 0.6, 0.6, 0.5), Gray(0.2), Flip()]
 
 
 @_register("cmc", "CMC on Lab: crop and flip only (grayscale or jitter would corrupt the ab view's signal).")

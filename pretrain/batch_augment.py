@@ -11,7 +11,7 @@ same distribution as its PIL counterpart:
 - ``jitter``: ColorJitter's brightness, contrast, saturation and hue factors per image, applied in one
   random order per batch (torchvision draws the order per image: the per-image distribution is the same);
 - ``gray``, ``flip``: per image with their probability; ``blur``: a Gaussian of sigma in [0.1, 2.0] per
-  image; ``rotate``: an angle uniform in [-d, d] per image, zero fill as PIL's.
+  image.
 Randomness comes from a generator seeded by (seed, epoch, step, rank): exact after a resume.
 """
 from __future__ import annotations
@@ -117,24 +117,6 @@ def gaussian_blur(x: torch.Tensor, kernel: int, sigma: torch.Tensor) -> torch.Te
     y = F.conv2d(y, k.view(n * c, 1, 1, kernel), groups=n * c)
     y = F.conv2d(y, k.view(n * c, 1, kernel, 1), groups=n * c)
     return y.view(n, c, h, w)
-
-
-def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    a = degrees * math.pi / 180
-    cos, sin = torch.cos(a), torch.sin(a)
-    zero = torch.zeros_like(a)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def piecewise_linear(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Row r of x (values in [0, 1]) through the curve with ``levels[r]`` at evenly spaced inputs."""
-    k = levels.shape[1] - 1
-    pos = x.clamp(0, 1) * k
-    i = pos.floor().clamp(max=k - 1).long()
-    frac = pos - i
-    return levels.gather(1, i) * (1 - frac) + levels.gather(1, i + 1) * frac
 
 
 def where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

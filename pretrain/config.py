@@ -35,7 +35,7 @@ def get_defaults() -> CfgNode:
     C.DATA.TRAIN_SPLIT = "train"  # the split pretraining reads (stl10: "train+unlabeled")
     C.DATA.TEST_SPLIT = "test"  # the split the kNN monitor and linear evaluation score
     C.DATA.IMAGE_SIZE = 32
-    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 | shapes | cmc (see pretrain.augment.AUGMENTATION_REGISTRY)
+    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 | cmc (see pretrain.augment.AUGMENTATION_REGISTRY)
     # loader: PIL per image in the loader's workers | device: batched tensors on the training device (the
     # loader only decodes; images of one size; pretrain/batch_augment.py)
     C.DATA.AUGMENT_ON = "loader"
