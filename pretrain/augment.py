@@ -35,13 +35,14 @@ def to_normalized_tensor() -> list:
 
 class Op:
     """One augmentation step with two forms: ``pil(size)`` a torchvision transform of one PIL image, and
-    ``batch(x, size, g)`` the same distribution applied to a batch (N, 3, H, W) in [0, 1] on its device
-    (``batch_augment.py``), drawing from the generator ``g``."""
+    ``batch(x, size, g, host)`` the same distribution applied to a batch (N, 3, H, W) in [0, 1] on its
+    device (``batch_augment.py``), drawing per-image values from the generator ``g`` (on that device) and
+    per-batch choices from ``host`` (a CPU generator)."""
 
     def pil(self, size: int):
         raise NotImplementedError
 
-    def batch(self, x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    def batch(self, x: torch.Tensor, size: int, g: torch.Generator, host: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -52,7 +53,7 @@ class Crop(Op):
     def pil(self, size):
         return T.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio)
 
-    def batch(self, x, size, g):
+    def batch(self, x, size, g, host):
         boxes = BA.crop_boxes(len(x), x.shape[2], x.shape[3], self.scale, self.ratio, g, x.device)
         return BA.crop_resize(x, boxes, size)
 
@@ -67,13 +68,13 @@ class Jitter(Op):
         jitter = T.ColorJitter(*self.strength)
         return jitter if self.p >= 1 else T.RandomApply([jitter], p=self.p)
 
-    def batch(self, x, size, g):
+    def batch(self, x, size, g, host):
         n, dev = len(x), x.device
         apply = torch.rand(n, generator=g, device=dev) < self.p
-        factors = [BA._u(g, n, -s, s, dev) if k == "hue" else BA._u(g, n, max(0.0, 1 - s), 1 + s, dev)
+        factors = [BA.uniform(g, n, -s, s, dev) if k == "hue" else BA.uniform(g, n, max(0.0, 1 - s), 1 + s, dev)
                    for k, s in zip(self.KINDS, self.strength)]
         y = x
-        for i in torch.randperm(4, generator=self.order_generator).tolist():  # one order per batch, host-side
+        for i in torch.randperm(4, generator=host).tolist():  # one order per batch, drawn on the host
             if self.strength[i]:
                 y = BA.adjust(y, self.KINDS[i], factors[i])
         return BA.where(apply, y, x)
@@ -86,7 +87,7 @@ class Gray(Op):
     def pil(self, size):
         return T.RandomGrayscale(p=self.p)
 
-    def batch(self, x, size, g):
+    def batch(self, x, size, g, host):
         return BA.where(torch.rand(len(x), generator=g, device=x.device) < self.p, BA.gray(x).expand_as(x), x)
 
 
@@ -99,17 +100,17 @@ class Blur(Op):
     def pil(self, size):
         return T.RandomApply([T.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=self.p)
 
-    def batch(self, x, size, g):
+    def batch(self, x, size, g, host):
         n, dev = len(x), x.device
         apply = torch.rand(n, generator=g, device=dev) < self.p
-        return BA.where(apply, BA.gaussian_blur(x, 2 * (size // 20) + 1, BA._u(g, n, 0.1, 2.0, dev)), x)
+        return BA.where(apply, BA.gaussian_blur(x, 2 * (size // 20) + 1, BA.uniform(g, n, 0.1, 2.0, dev)), x)
 
 
 class Flip(Op):
     def pil(self, size):
         return T.RandomHorizontalFlip()
 
-    def batch(self, x, size, g):
+    def batch(self, x, size, g, host):
         return BA.where(torch.rand(len(x), generator=g, device=x.device) < 0.5, x.flip(-1), x)
 
 
@@ -136,22 +137,15 @@ class BatchPipeline:
     def __call__(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         """Every random draw from ``seed``: on the images' device, and the jitter order on the host."""
         g = torch.Generator(device=images.device).manual_seed(seed)
-        order = torch.Generator().manual_seed(seed)
-        for op in self.ops:
-            op.order_generator = order
+        host = torch.Generator().manual_seed(seed)
         x = images.float() / 255.0
         if not any(isinstance(op, Crop) for op in self.ops) and x.shape[-1] != self.size:
-            x = F_resize(x, self.size)
+            x = BA.resize(x, self.size)
         for op in self.ops:
-            x = op.batch(x, self.size, g)
+            x = op.batch(x, self.size, g, host)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
-
-
-def F_resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                           align_corners=False)
 
 
 def _register(name: str, doc: str):

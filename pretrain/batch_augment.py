@@ -25,7 +25,8 @@ from torchvision.ops import roi_align
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, PIL's "L" conversion and torchvision's rgb_to_grayscale
 
 
-def _u(g, n, lo, hi, device):
+def uniform(g, n, lo, hi, device):
+    """n draws uniform in [lo, hi) from g on device."""
     return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
 
@@ -42,8 +43,8 @@ def crop_boxes(n: int, h: int, w: int, scale, ratio, g, device) -> torch.Tensor:
     """(n, 4) boxes x0, y0, x1, y1 in pixels, RandomResizedCrop's sampling for n images of h x w."""
     area = h * w
     tries = 10
-    target = area * _u(g, n * tries, scale[0], scale[1], device).view(n, tries)
-    log_r = _u(g, n * tries, math.log(ratio[0]), math.log(ratio[1]), device).view(n, tries)
+    target = area * uniform(g, n * tries, scale[0], scale[1], device).view(n, tries)
+    log_r = uniform(g, n * tries, math.log(ratio[0]), math.log(ratio[1]), device).view(n, tries)
     aspect = torch.exp(log_r)
     cw = torch.round(torch.sqrt(target * aspect))
     ch = torch.round(torch.sqrt(target / aspect))
@@ -117,6 +118,10 @@ def gaussian_blur(x: torch.Tensor, kernel: int, sigma: torch.Tensor) -> torch.Te
     y = F.conv2d(y, k.view(n * c, 1, 1, kernel), groups=n * c)
     y = F.conv2d(y, k.view(n * c, 1, kernel, 1), groups=n * c)
     return y.view(n, c, h, w)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
