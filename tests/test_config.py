@@ -32,8 +32,8 @@ def test_generated_configs_are_up_to_date():
 
     files = gen_configs.render()
     # 7 datasets (CIFAR-10/100 and STL-10 at native size and at 224 px, ImageNet), each: base + objectives x
-    # (nce, ring, ball, 2 annealed)
-    assert len(files) == 7 * (1 + 4 * 5)
+    # (8 estimators: nce, ring, ball, dcl, hcl, ring_hcl, mochi, ring_mochi; + 4 annealed ring-based ones)
+    assert len(files) == 7 * (1 + 4 * 12)
     for path, text in files.items():
         assert path.read_text() == text, f"{path} is stale: run python tools/gen_configs.py"
 
