@@ -75,11 +75,14 @@ def test_samplers_by_name():
 
 
 def test_estimators_map_to_a_sampler_and_a_loss_form():
-    for name, sampler in [("nce", "UniformSampler"), ("ring", "RingSampler"), ("ball", "RingSampler")]:
+    for name, sampler in [("nce", "UniformSampler"), ("ring", "RingSampler"), ("ball", "RingSampler"),
+                          ("dcl", "UniformSampler"), ("hcl", "UniformSampler"), ("ring_hcl", "RingSampler"),
+                          ("mochi", "UniformSampler"), ("ring_mochi", "RingSampler")]:
         est = build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", name, "RING.INNER", "0.2"]))
         assert type(est.sampler).__name__ == sampler and est.name == name
     assert build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", "ball"])).sampler.inner == 0.0
-    with pytest.raises(UserError, match="OBJECTIVE.ESTIMATOR 'hard' is unknown; choose one of: ball, nce, ring"):
+    with pytest.raises(UserError, match="OBJECTIVE.ESTIMATOR 'hard' is unknown; choose one of: ball, dcl, hcl, "
+                                        "mochi, nce, ring, ring_hcl, ring_mochi"):
         build_estimator(load_config(None, ["OBJECTIVE.ESTIMATOR", "hard"]))
 
 
