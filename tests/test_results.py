@@ -175,3 +175,20 @@ def test_the_config_fingerprint_drops_seed_and_paths_only():
     fp = result_fingerprint(cfg)
     assert "SEED" not in fp and "DATA.ROOT" not in fp and not any(k.startswith("CHECKPOINT.") for k in fp)
     assert fp["RING.SCHEDULE"] == "constant" and fp["MODEL.BACKBONE"] == "resnet18" and fp["LINCLS.STEPS"] == "[0.6, 0.8]"
+
+
+def test_evaluation_settings_are_columns_and_new_keys_take_their_default(tmp_path):
+    from pretrain.config import get_defaults, result_fingerprint
+
+    full = result_fingerprint(get_defaults())
+    old = {k: v for k, v in full.items() if k != "MODEL.COMPILE"}  # written before the key existed
+    _write(tmp_path, "p", stage="pretrain", method="moco", estimator="nce", dataset="cifar10", seed=0,
+           metrics={"knn_top1": 50.0}, config=old)
+    for epochs, top1 in (("30", 60.0), ("100", 62.0)):
+        _write(tmp_path, f"l{epochs}", stage="lincls", method="moco", estimator="nce", dataset="cifar10", seed=0,
+               metrics={"top1": top1}, config={**full, "LINCLS.EPOCHS": epochs})
+    lin = make_tables([tmp_path])["linear"].cells
+    assert list(lin.index) == ["moco-nce"]  # one model: one row, whatever its evaluations and key vintage
+    assert lin.loc["moco-nce", "cifar10 (cached protocol) [LINCLS.EPOCHS=30]"] == "60.00 (n=1)"
+    assert lin.loc["moco-nce", "cifar10 (cached protocol) [LINCLS.EPOCHS=100]"] == "62.00 (n=1)"
+    assert lin.loc["moco-nce", "cifar10 (kNN monitor)"] == "50.00 (n=1)"

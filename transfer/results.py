@@ -20,6 +20,7 @@ A cell that no run produced is shown as missing ("-"), never filled in.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ RANDOM_INIT = "random_init"
 ESTIMATOR_KEYS = ("OBJECTIVE.ESTIMATOR", "RING.", "DCL.", "HCL.", "MOCHI.")
 # What fixes a random-init backbone's architecture and its evaluation: a baseline pairs with every pretrained
 # run that agrees on these.
-ARCHITECTURE_KEYS = ("MODEL.", "DATA.", "LINCLS.", "CMC.WIDTH", "streams")
+ARCHITECTURE_KEYS = ("MODEL.", "DATA.", "CMC.WIDTH", "streams")
+# The evaluation's own settings: part of a linear-evaluation column, not of the row (the pretrained model).
+EVALUATION_KEYS = ("LINCLS.",)
 ESTIMATOR_ORDER = ["nce", "ring", "ball", "dcl", "hcl", "mochi"]
 DETECTION_METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("keypoints", "AP")]
 TITLES = {"linear": "Frozen-backbone classification (top-1 %): linear probe and kNN monitor",
@@ -89,9 +92,24 @@ def _matches(key: str, prefixes) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
 
 
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    from pretrain.config import get_defaults, result_fingerprint
+
+    return result_fingerprint(get_defaults())
+
+
+def _recorded_config(s: dict) -> dict:
+    """The summary's configuration; keys added to the project after it was written take their default."""
+    if not isinstance(s.get("config"), dict):
+        return {}
+    return {**_defaults(), **s["config"]}
+
+
 def _config_of(s: dict) -> dict:
-    """The cell key of a summary: its recorded configuration (older summaries: the backbone alone)."""
-    cfg = dict(s["config"]) if isinstance(s.get("config"), dict) else {}
+    """The row key of a summary: its recorded configuration (older summaries: the backbone alone), without
+    the evaluation's own settings."""
+    cfg = {k: v for k, v in _recorded_config(s).items() if not _matches(k, EVALUATION_KEYS)}
     cfg.setdefault("MODEL.BACKBONE", str(s.get("backbone")))
     cfg["streams"] = "lab" if cfg.get("OBJECTIVE.NAME", s.get("method")) == "cmc" else "rgb"
     if s["method"] == RANDOM_INIT:  # an untrained backbone: only its architecture and evaluation matter
@@ -109,15 +127,16 @@ def _long(summaries: list[dict]) -> pd.DataFrame:
     """One row per (summary, metric): table, group, column, seed, value (and the episode CI)."""
     rows = []
 
-    def add(table, s, column, value, ci=np.nan):
+    def add(table, s, column, value, ci=np.nan, evaluation=()):
         rows.append(dict(table=table, group=_group(s), column=column, seed=s.get("seed"), value=float(value),
-                         ci=ci, path=s["_path"]))
+                         ci=ci, path=s["_path"], evaluation=evaluation))
 
     for s in summaries:
         stage, m = s["stage"], s["metrics"]
         if stage == "lincls" and "top1" in m:
             protocol = {"cached_features": "cached"}.get(s.get("protocol"), s.get("protocol", "cached"))
-            add("linear", s, f"{s['dataset']} ({protocol} protocol)", m["top1"])
+            evaluation = tuple(sorted((k, v) for k, v in _recorded_config(s).items() if _matches(k, EVALUATION_KEYS)))
+            add("linear", s, f"{s['dataset']} ({protocol} protocol)", m["top1"], evaluation=evaluation)
         elif stage == "pretrain" and "knn_top1" in m:
             add("linear", s, f"{s['dataset']} (kNN monitor)", m["knn_top1"])
         elif stage == "detection":
@@ -129,7 +148,14 @@ def _long(summaries: list[dict]) -> pd.DataFrame:
             how = s.get("protocol", "") + ("" if s.get("protocol") == "linear" else ", " + s.get("classifier", ""))
             for src in s.get("sources", []):
                 add("meta_dataset", s, f"{src['source']} ({how})", src["accuracy"], src["ci95"])
-    df = pd.DataFrame(rows, columns=["table", "group", "column", "seed", "value", "ci", "path"])
+    df = pd.DataFrame(rows, columns=["table", "group", "column", "seed", "value", "ci", "path", "evaluation"])
+    # two linear evaluations of one kind (e.g. 30 and 100 epochs) are two columns, named by what differs
+    for column, sel in df.groupby("column"):
+        settings = [dict(e) for e in sel.evaluation.unique()]
+        if len(settings) > 1:
+            keys = sorted({k for c in settings for k in c if len({c.get(k) for c in settings}) > 1})
+            df.loc[sel.index, "column"] = [column + " [" + ", ".join(f"{k}={dict(e).get(k, MISSING)}" for k in keys)
+                                           + "]" for e in sel.evaluation]
     # a seed seen twice in a cell (the same run in two folders) counts once: the first by path
     return df.sort_values("path").drop_duplicates(["table", "group", "column", "seed"], keep="first")
 
