@@ -1,5 +1,5 @@
 """The GPU check: one script, run where a device is lent (benchmarks/gpu_check.sh installs what it needs),
-sized to fit in about 8 minutes on one H100, printing one table.  Each section runs on its own and, when it
+meant to fit in about 8 minutes on one H100 (not yet timed on one), printing one table.  Each section runs on its own and, when it
 cannot (a missing package, no CUDA, no disk), prints one line saying why and moves on.
 
 - moco_step:  ResNet-50 MoCo, NCE vs Ring, 224 px, bf16 autocast, channels-last, batch 256, K = 65,536:

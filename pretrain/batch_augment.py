@@ -21,8 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+from torchvision.transforms.functional import rgb_to_grayscale
 
-_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, PIL's "L" conversion and torchvision's rgb_to_grayscale
 
 
 def uniform(g, n, lo, hi, device):
@@ -35,8 +35,7 @@ def _per_image(v: torch.Tensor) -> torch.Tensor:
 
 
 def gray(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return rgb_to_grayscale(x)  # PIL's "L" weights, batched
 
 
 def crop_boxes(n: int, h: int, w: int, scale, ratio, g, device) -> torch.Tensor:
@@ -54,8 +53,12 @@ def crop_boxes(n: int, h: int, w: int, scale, ratio, g, device) -> torch.Tensor:
     cw, ch = cw.gather(1, first).squeeze(1), ch.gather(1, first).squeeze(1)
     # fallback: the whole image, clamped to the ratio range, centred
     in_ratio = w / h
-    fw, fh = (w, round(w / ratio[0])) if in_ratio < ratio[0] else ((round(h * ratio[1]), h) if in_ratio > ratio[1]
-                                                                   else (w, h))
+    if in_ratio < ratio[0]:
+        fw, fh = w, round(w / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(h * ratio[1]), h
+    else:
+        fw, fh = w, h
     cw = torch.where(any_ok, cw, torch.full_like(cw, float(fw)))
     ch = torch.where(any_ok, ch, torch.full_like(ch, float(fh)))
     # top-left uniform over the valid integer positions (torch.randint(0, H - h + 1))

@@ -153,9 +153,8 @@ def _long(summaries: list[dict]) -> pd.DataFrame:
     for column, sel in df.groupby("column"):
         settings = [dict(e) for e in sel.evaluation.unique()]
         if len(settings) > 1:
-            keys = sorted({k for c in settings for k in c if len({c.get(k) for c in settings}) > 1})
-            df.loc[sel.index, "column"] = [column + " [" + ", ".join(f"{k}={dict(e).get(k, MISSING)}" for k in keys)
-                                           + "]" for e in sel.evaluation]
+            keys = _differing(settings)
+            df.loc[sel.index, "column"] = [_with_keys(column, dict(e), keys) for e in sel.evaluation]
     # a seed seen twice in a cell (the same run in two folders) counts once: the first by path
     return df.sort_values("path").drop_duplicates(["table", "group", "column", "seed"], keep="first")
 
@@ -196,6 +195,15 @@ def holm(pvalues: list[float], alpha: float = 0.05) -> list[bool]:
     return reject
 
 
+def _differing(configs: list[dict]) -> list[str]:
+    """The keys whose values are not the same in every one of ``configs``."""
+    return sorted({k for c in configs for k in c if len({c.get(k) for c in configs}) > 1})
+
+
+def _with_keys(name: str, config: dict, keys: list[str]) -> str:
+    return name + " [" + ", ".join(f"{k}={config.get(k, MISSING)}" for k in keys) + "]"
+
+
 def _label(method: str, estimator: str) -> str:
     return "random init" if method == RANDOM_INIT else (f"{method}-{estimator}" if estimator != "none" else method)
 
@@ -206,11 +214,7 @@ def _labels(groups: list[tuple]) -> dict[tuple, str]:
     for g in groups:
         same = [h for h in groups if h[:2] == g[:2]]
         label = _label(*g[:2])
-        if len(same) > 1:
-            cfgs = [dict(h[2]) for h in same]
-            keys = sorted({k for c in cfgs for k in c if len({c.get(k) for c in cfgs}) > 1})
-            label += " [" + ", ".join(f"{k}={dict(g[2]).get(k, MISSING)}" for k in keys) + "]"
-        out[g] = label
+        out[g] = _with_keys(label, dict(g[2]), _differing([dict(h[2]) for h in same])) if len(same) > 1 else label
     return out
 
 
@@ -295,10 +299,12 @@ def build_table(long: pd.DataFrame, table: str) -> Table:
     out = pd.concat([cells, pd.DataFrame(shown)]) if shown else cells
     out.index.name = "method-estimator"
     note = ""
-    if rows:
+    if tested:
         note = (f"Δ: paired over shared seeds, mean ± 95 % CI (Student t); * the CI excludes 0; † also after Holm's "
                 f"correction over this table's {len(tested)} Δs with n ≥ 2 ({marked} marked *, "
                 f"{sum(survives.values())} †); (n=1): one run, no verdict.")
+    elif rows:
+        note = "Δ: every difference here is one run (n=1): no verdict."
     return Table(out, pd.DataFrame(means, index=columns).T, pd.DataFrame(cis, index=columns).T, note)
 
 

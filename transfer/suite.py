@@ -106,7 +106,7 @@ def _arch(objective: str) -> str:
     return "cmc" if objective == "cmc" else "rgb"
 
 
-def _evaluations(suite: dict, run: Path, dest: Path, tag: str, seed: int, records: Path, cfg: str,
+def _evaluations(suite: dict, out: Path, run: Path, dest: Path, tag: str, seed: int, records: Path, cfg: str,
                  random_init: bool = False) -> list[Stage]:
     """The evaluation stages of one pretraining run (lincls, export + Detectron2, Meta-Dataset), written under
     ``dest``; with ``random_init``, of the run's architecture untrained at its seed (the paired baseline)."""
@@ -127,7 +127,7 @@ def _evaluations(suite: dict, run: Path, dest: Path, tag: str, seed: int, record
             cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus", D["num_gpus"],
                       "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
             stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
-                                {"RINGNCE_SCENES": str(suite["_out"] / "scenes"), **D.get("env", {})},
+                                {"RINGNCE_SCENES": str(out / "scenes"), **D.get("env", {})},
                                 kind=kind or "detection", key=t["config"] + (" baseline" if random_init else "")))
     if M["enabled"] and M["sources"] and seed in (M["seeds"] or [seed]):
         md = dest / "meta_dataset"
@@ -141,7 +141,6 @@ def _evaluations(suite: dict, run: Path, dest: Path, tag: str, seed: int, record
 
 def plan(suite: dict, out: Path) -> list[Stage]:
     P, M = suite["pretrain"], suite["meta_dataset"]
-    suite = {**suite, "_out": out}
     stages: list[Stage] = []
     records = Path(M["records"]) if M["records"] else out / "md_records"
     if M["enabled"]:
@@ -169,13 +168,13 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                     tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
                     stages.append(Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log",
                                         kind="pretrain", key=cfg))
-                    stages += _evaluations(suite, run, run, tag, seed, records, cfg)
+                    stages += _evaluations(suite, out, run, run, tag, seed, records, cfg)
                     baselines.setdefault((_arch(obj), seed), (run, cfg))
         if suite["random_init"]:
             for (arch, seed), (run, cfg) in baselines.items():
                 dest = out / "baselines" / (ds or "default") / f"{arch}_random_init_s{seed}"
                 tag = f"{ds + ' ' if ds else ''}random-init {arch} seed {seed}"
-                stages += _evaluations(suite, run, dest, tag, seed, records, cfg, random_init=True)
+                stages += _evaluations(suite, out, run, dest, tag, seed, records, cfg, random_init=True)
     return stages
 
 

@@ -89,10 +89,9 @@ def debiased_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, tau_
     p, s = pos.float() / temperature, neg.float() / temperature
     n = s.shape[1]
     m = torch.maximum(s.max(dim=1).values, p).detach()  # factored out of every exponential
-    neg_sum = torch.exp(s - m[:, None]).sum(dim=1)
-    if beta:
-        # w_j = G_j^beta / mean_k G_k^beta = N softmax(beta s)_j; the gradient flows through the weights
-        neg_sum = n * (torch.softmax(beta * s, dim=1) * torch.exp(s - m[:, None])).sum(dim=1)
+    g = torch.exp(s - m[:, None])
+    # HCL: w_j = G_j^beta / mean_k G_k^beta = N softmax(beta s)_j; the gradient flows through the weights
+    neg_sum = n * (torch.softmax(beta * s, dim=1) * g).sum(dim=1) if beta else g.sum(dim=1)
     pos_e = torch.exp(p - m)
     ng = (neg_sum - tau_plus * n * pos_e) / (1.0 - tau_plus)
     ng = torch.clamp(ng, min=n * math.exp(-1.0 / temperature) * torch.exp(-m))
@@ -115,16 +114,20 @@ def mix_hard_negatives(negatives: Negatives, num_hardest: int, num_mix: int, num
         dev = g.device if g is not None else q.device
         off, total = D.get_rank() * b, D.get_world_size() * b
 
-        def draw(fn, *shape):
-            return fn((total, *shape), generator=g, device=dev)[off:off + b].to(q.device)
+        def hard_picks(count):  # (B, count) positions among the k hardest; drawn for the global batch
+            return torch.randint(k, (total, count), generator=g, device=dev)[off:off + b].to(q.device)
 
-        pick = lambda *shape: draw(lambda sz, **kw: torch.randint(k, sz, **kw), *shape)  # noqa: E731
-        i, j = pick(num_mix), pick(num_mix)
-        alpha = draw(torch.rand, num_mix, 1)
-        take = lambda idx: emb.gather(1, idx[..., None].expand(-1, -1, emb.shape[2]))  # noqa: E731
+        def weights(count, high):  # (B, count, 1) uniform in [0, high)
+            return high * torch.rand((total, count, 1), generator=g, device=dev)[off:off + b].to(q.device)
+
+        def take(idx):
+            return emb.gather(1, idx[..., None].expand(-1, -1, emb.shape[2]))
+
+        i, j = hard_picks(num_mix), hard_picks(num_mix)
+        alpha = weights(num_mix, 1.0)
         mixes = alpha * take(i) + (1 - alpha) * take(j)
-        jq = pick(num_query_mix)
-        beta = 0.5 * draw(torch.rand, num_query_mix, 1)
+        jq = hard_picks(num_query_mix)
+        beta = weights(num_query_mix, 0.5)
         qmixes = beta * q[:, None, :] + (1 - beta) * take(jq)
         return F.normalize(torch.cat([mixes, qmixes], dim=1), dim=2)
 
