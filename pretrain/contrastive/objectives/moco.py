@@ -4,7 +4,8 @@ Shuffle-BN: a query and its positive key must not share BatchNorm statistics, or
 "batch signature" that tells the current batch's keys from the queue's older ones instead of learning
 the images.  Under DDP the keys' batch is gathered from all ranks, permuted, and each rank encodes a
 slice.  On one process the same is emulated with ``MOCO.BN_SPLITS`` sub-batches (MoCo's single-GPU
-CIFAR practice): both encoders compute BatchNorm per sub-batch, the keys in a shuffled order.
+CIFAR practice): both encoders compute BatchNorm per sub-batch, the keys in a shuffled order, in one pass
+of each encoder (``pretrain.split_batchnorm``: only the BatchNorm layers split the batch).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from ... import distributed as D
 from ...backbones import build_encoder
+from ...split_batchnorm import split_batchnorm_
 from ..pools import Queue
 from . import OBJECTIVE_REGISTRY
 from .base import ContrastiveObjective, full_precision
@@ -33,6 +35,11 @@ class MoCo(ContrastiveObjective):
         # each sub-batch needs >= 2 images for BatchNorm statistics: cap the splits at batch / 2
         local_batch = global_batch // max(1, D.get_world_size())
         self.bn_splits = max(1, min(int(cfg.MOCO.BN_SPLITS), local_batch // 2)) if self.shuffle_bn else 1
+        # sub-batches in one pass when every BatchNorm can split; otherwise one encoder pass per sub-batch
+        self.split_passes = 1
+        if self.bn_splits > 1 and not D.is_dist():  # under DDP each rank is one sub-batch
+            if not all([split_batchnorm_(e, self.bn_splits) for e in (self.encoder_q, self.encoder_k)]):
+                self.split_passes = self.bn_splits
 
     @property
     def backbone(self):
@@ -44,11 +51,10 @@ class MoCo(ContrastiveObjective):
         for pk, pq in zip(self.encoder_k.parameters(), self.encoder_q.parameters()):
             pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
 
-    def _split(self, encoder, x: torch.Tensor) -> torch.Tensor:
-        """BatchNorm statistics per sub-batch: one process emulating BN_SPLITS devices."""
-        if self.bn_splits <= 1 or D.is_dist():
+    def _encode(self, encoder, x: torch.Tensor) -> torch.Tensor:
+        if self.split_passes <= 1 or D.is_dist():
             return encoder(x)
-        return torch.cat([encoder(c) for c in x.chunk(self.bn_splits)])
+        return torch.cat([encoder(c) for c in x.chunk(self.split_passes)])
 
     @torch.no_grad()
     def _keys(self, im_k: torch.Tensor) -> torch.Tensor:
@@ -56,7 +62,7 @@ class MoCo(ContrastiveObjective):
             return self.encoder_k(im_k)
         if not D.is_dist():
             perm = torch.randperm(len(im_k), generator=self.generator, device=self.generator.device).to(im_k.device)
-            return self._split(self.encoder_k, im_k[perm])[torch.argsort(perm)]
+            return self._encode(self.encoder_k, im_k[perm])[torch.argsort(perm)]
         gathered = D.all_gather_cat(im_k)
         # Same generator state on every rank -> the same permutation, no broadcast needed.
         perm = torch.randperm(len(gathered), generator=self.generator,
@@ -69,7 +75,7 @@ class MoCo(ContrastiveObjective):
         return k_all[unperm[r * n:(r + 1) * n]]
 
     def forward(self, im_q, im_k, index=None):
-        q = self._split(self.encoder_q, im_q)
+        q = self._encode(self.encoder_q, im_q)
         with torch.no_grad():
             self._momentum_update()
             k = self._keys(im_k)

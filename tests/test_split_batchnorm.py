@@ -1,0 +1,47 @@
+"""SplitBatchNorm2d: per-sub-batch BatchNorm in one pass equals one pass of the encoder per sub-batch."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pretrain.backbones import build_encoder
+from pretrain.config import load_config
+from pretrain.split_batchnorm import SplitBatchNorm2d, split_batchnorm_
+
+
+def _encoder():
+    torch.manual_seed(0)
+    return build_encoder(load_config(None, ["MODEL.WIDTH", "8", "MODEL.SMALL_STEM", "False"]).MODEL)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_pass_equals_a_pass_per_sub_batch(channels_last):
+    per_chunk, one_pass = _encoder(), _encoder()
+    assert split_batchnorm_(one_pass, 4)
+    assert sum(isinstance(m, SplitBatchNorm2d) for m in one_pass.modules()) == 20  # every BN of a ResNet-18
+    assert one_pass.state_dict().keys() == per_chunk.state_dict().keys()  # checkpoints unchanged
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(memory_format=fmt)
+    per_chunk, one_pass = per_chunk.to(memory_format=fmt), one_pass.to(memory_format=fmt)
+    ref = torch.cat([per_chunk(c) for c in x.chunk(4)])
+    out = one_pass(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    ref.square().sum().backward()
+    out.square().sum().backward()
+    for (name, a), b in zip(per_chunk.named_parameters(), one_pass.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, a), b in zip(per_chunk.named_buffers(), one_pass.buffers()):  # running stats moved 4 times
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+    assert one_pass.backbone.bn1.num_batches_tracked == 4
+    # the sub-batches differ: the statistics really are per slice (not the whole batch's)
+    whole = copy.deepcopy(per_chunk).train()
+    assert not torch.allclose(whole(x), out, atol=1e-3)
+    one_pass.eval(), per_chunk.eval()
+    torch.testing.assert_close(one_pass(x), per_chunk(x))  # eval: plain BatchNorm with running statistics
+
+
+def test_other_batchnorms_are_left_alone():
+    mixed = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Flatten(), nn.BatchNorm1d(4 * 9))
+    assert not split_batchnorm_(mixed, 2)
+    assert type(mixed[1]) is nn.BatchNorm2d  # nothing converted: the caller keeps a pass per sub-batch
