@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from pretrain.common import UserError
 from pretrain.config import load_config
-from pretrain.contrastive.estimator import Negatives, build_estimator, contrastive_loss, debiased_loss, infonce
+from pretrain.contrastive.estimator import Negatives, build_estimator, contrastive_loss, debiased_loss, draw_mochi, \
+    infonce, mix_hard_negatives, mochi_logits
 
 T = 0.2
 
@@ -90,7 +91,7 @@ def _negatives(b=3, m=10, d=8, seed=0, drawn=False):
 
 
 def loop_mochi(neg: Negatives, n_hard, s, s2, tau):
-    """Per anchor: the n_hard negatives of highest similarity, s mixes a h_i + (1 - a) h_j and s2 mixes
+    """Per anchor: the n_hard negatives of highest similarity (in column order), s mixes a h_i + (1 - a) h_j and s2 mixes
     b q + (1 - b) h_j (b < 0.5), L2-normalised and detached, appended as negatives; InfoNCE.  The draws are
     read from a clone of the generator in the order the implementation documents (i, j, a, j', b)."""
     g = torch.Generator().manual_seed(7)  # the state _negatives gave the objective's generator
@@ -102,7 +103,7 @@ def loop_mochi(neg: Negatives, n_hard, s, s2, tau):
     bq_all = 0.5 * torch.rand(b, s2, 1, generator=g)
     losses, count = [], []
     for r in range(b):
-        order = sorted(range(m), key=lambda c: -float(neg.logits[r, c].detach()))[:k]
+        order = sorted(sorted(range(m), key=lambda c: -float(neg.logits[r, c].detach()))[:k])  # column order
         rows = [order[c] if neg.indices is None else int(neg.indices[r, order[c]]) for c in range(k)]
         hard = [neg.pool[row].detach() for row in rows]
         q = neg.anchors[r]
@@ -134,17 +135,33 @@ def test_mochi_equals_the_formula_loss_and_gradient(drawn):
 
 
 def test_mochi_synthetic_negatives_are_normalised_counted_and_constant():
-    from pretrain.contrastive.estimator import mix_hard_negatives
-
     neg = _negatives()
-    synth = mix_hard_negatives(neg, 4, 6, 2)
+    synth = mix_hard_negatives(neg, draw_mochi(neg, 4, 6, 2))
     assert synth.shape == (3, 8, 8) and not synth.requires_grad
     torch.testing.assert_close(synth.norm(dim=2), torch.ones(3, 8))
     # each query mix lies closer to its query than a plain pair of hard negatives can be on average
     q_sim = (synth[:, 6:] * neg.anchors.detach()[:, None]).sum(2)
     assert q_sim.mean() > (synth[:, :6] * neg.anchors.detach()[:, None]).sum(2).mean()
     # num_hardest above the pool is at most the pool
-    assert mix_hard_negatives(neg, 10_000, 2, 0).shape == (3, 2, 8)
+    assert mix_hard_negatives(neg, draw_mochi(neg, 10_000, 2, 0)).shape == (3, 2, 8)
+
+
+@pytest.mark.parametrize("drawn", [False, True])
+def test_mochi_closed_form_equals_the_materialised_mixes(drawn):
+    """Training never builds the mixes: its q . m (value and gradient) equals q . m with m materialised, for a
+    pool without gradients (MoCo's queue, IR/CMC's banks) whose rows are not unit-norm."""
+    neg = _negatives(drawn=drawn)
+    neg.pool = (neg.pool.detach() * torch.linspace(0.5, 2.0, len(neg.pool))[:, None])
+    cand = neg.pool[neg.indices] if drawn else neg.pool.expand(len(neg.anchors), -1, -1)
+    neg.logits = torch.bmm(cand, neg.anchors.unsqueeze(2)).squeeze(2)
+    draws = draw_mochi(neg, 4, 7, 3)
+    closed = mochi_logits(neg, draws)
+    (g_closed,) = torch.autograd.grad(closed.square().sum(), neg.anchors)
+    direct = torch.bmm(mix_hard_negatives(neg, draws), neg.anchors.unsqueeze(2)).squeeze(2)
+    (g_direct,) = torch.autograd.grad(direct.square().sum(), neg.anchors)
+    assert closed.shape == (3, 10)
+    torch.testing.assert_close(closed, direct, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_closed, g_direct, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("opts,key", [
