@@ -5,7 +5,7 @@ cannot (a missing package, no CUDA, no disk), prints one line saying why and mov
 - moco_step:  ResNet-50 MoCo, NCE vs Ring, 224 px, bf16 autocast, channels-last, batch 256, K = 65,536:
               img/s of the model step on GPU-resident tensors (interleaved rounds, median), Ring/NCE ratio;
 - moco_e2e:   the same with the real loader (ImageFolder JPEGs at ImageNet-like sizes, decoded and augmented
-              by CPU workers; and with DATA.AUGMENT_ON device, which still decodes on the CPU);
+              by CPU workers; and with DATA.DECODE_ON device: nvJPEG decode and batched augmentation on the GPU);
 - ir_bank:    IR's ring over a 1,281,167 x 128 bank, batch 256, 4,095 draws: ms per selection;
 - detectron2: Mask R-CNN R50-FPN on the synthetic scenes upsampled to 800 px: s/iter;
 - probe:      the cached-feature linear probe, one epoch over 1.28M x 2048 fp16 features on the device.
@@ -97,8 +97,11 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
     import torch
     from torch.utils.data import DataLoader
 
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     from benchmarks.loader_throughput import write_jpegs
-    from pretrain.augment import RawImages, TwoViewDataset, build_batch_augment, build_train_transform
+    from pretrain.augment import EncodedImages, TwoViewDataset, build_batch_augment, build_train_transform, \
+        collate_encoded
     from pretrain.data.imagefolder import ImageFolderDataset
 
     out = []
@@ -107,26 +110,19 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
         base = ImageFolderDataset(tmp, "train")
         step, _ = _moco("ring", S, device)
         for where in ("loader", "device"):
+            collate = None
             if where == "loader":
                 ds = TwoViewDataset(base, build_train_transform("mocov2", S["size"]), seed=0)
-            else:  # decode + resize in the workers, augment the batch on the device
-                from torchvision import transforms as T
-
-                class Resized(torch.utils.data.Dataset):
-                    def __len__(self):
-                        return len(base)
-
-                    def __getitem__(self, i):
-                        img, y = base[i]
-                        return T.functional.resize(img, [int(S["size"] * 1.15)] * 2), y
-                ds, aug = RawImages(Resized()), build_batch_augment("mocov2", S["size"])
+            else:  # DATA.DECODE_ON device: the workers read files; decode_jpeg and the augmentation on the device
+                ds, aug, collate = EncodedImages(base, "imagefolder"), build_batch_augment("mocov2", S["size"]), \
+                    collate_encoded
             loader = DataLoader(ds, batch_size=S["batch"], shuffle=True, num_workers=workers, drop_last=True,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
+                                pin_memory=device.type == "cuda", persistent_workers=False, collate_fn=collate)
             n, t0 = 0, None
             for b, (v1, v2, _, _) in enumerate(loader):
                 if where == "device":
-                    raw = v1.to(device, non_blocking=True)
-                    v1, v2 = aug(raw, 2 * b), aug(raw, 2 * b + 1)
+                    images = decode_jpeg(v1, mode=ImageReadMode.RGB, device=device)
+                    v1, v2 = aug(images, 2 * b), aug(images, 2 * b + 1)
                 v1 = v1.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 v2 = v2.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 step(v1, v2)
@@ -137,7 +133,8 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
                     n += len(v1)
             _sync(device)
             rate = n / (time.perf_counter() - t0) if n else float("nan")
-            out.append((f"MoCo-Ring end to end, augment on {where}, {workers} workers (img/s)", f"{rate:.0f}"))
+            what = "decode + augment in the workers" if where == "loader" else "decode + augment on the device"
+            out.append((f"MoCo-Ring end to end, {what}, {workers} workers (img/s)", f"{rate:.0f}"))
     return out
 
 

@@ -7,6 +7,9 @@ ImageFolder JPEGs at ImageNet-like sizes (500 x 375, quality 90, textured conten
 temporary folder; the loader is the training one (``TwoViewDataset`` over ``ImageFolderDataset`` with
 ``DATA.AUGMENT mocov2`` at 224 px, batch 64).  Reported: images/s (each image = 1 decode + 2 views) and
 images/s per worker process, after one warm-up batch; and the workers one GPU at the target rate needs.
+Then the same images through ``DATA.DECODE_ON device`` in its CPU form: the loader only reads the files,
+``decode_jpeg`` and the batched MoCo v2 pipeline run in the main process on one thread (images/s per core;
+on a GPU the decode is nvJPEG's and the augmentation CUDA kernels: not measured here).
 One run per setting.
 """
 from __future__ import annotations
@@ -54,6 +57,29 @@ def measure(root: Path, workers: int, batch: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def measure_device_form(root: Path, batch: int) -> float:
+    """DATA.DECODE_ON device on this CPU, one thread: read bytes -> decode_jpeg -> two batched views."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from pretrain.augment import EncodedImages, build_batch_augment, collate_encoded
+
+    torch.set_num_threads(1)
+    ds = EncodedImages(ImageFolderDataset(root, "train"), "imagefolder")
+    loader = DataLoader(ds, batch_size=batch, num_workers=0, drop_last=True, collate_fn=collate_encoded)
+    aug = build_batch_augment("mocov2", 224)
+    t0, n = None, 0
+    for step, (files, _, _, _) in enumerate(loader):
+        images = decode_jpeg(files, mode=ImageReadMode.RGB, device="cpu")
+        v1, v2 = aug(images, seed=2 * step), aug(images, seed=2 * step + 1)
+        if t0 is None:  # the first batch is the warm-up
+            t0 = time.perf_counter()
+            continue
+        n += len(v1)
+    return n / (time.perf_counter() - t0)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=704)
@@ -70,6 +96,8 @@ def main() -> int:
             ips = measure(Path(tmp), w, args.batch)
             per.append(ips / w)
             print(f"| {w} | {ips:.1f} | {ips / w:.1f} |")
+        dev = measure_device_form(Path(tmp), args.batch)
+        print(f"| DATA.DECODE_ON device, CPU form, 1 thread | {dev:.1f} | {dev:.1f} per core |")
     best = max(per)
     print(f"\nat {best:.1f} images/s per worker, {args.target:.0f} images/s need {args.target / best:.0f} worker cores "
           "per GPU")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, default_collate
 from torchvision import transforms as T
 
 from . import batch_augment as BA
-from .common import Registry
+from .common import Registry, UserError
 from .seeding import derive_seed
 
 AUGMENTATION_REGISTRY = Registry("AUGMENTATION", key="DATA.AUGMENT", doc="""Training augmentations (DATA.AUGMENT).
@@ -54,6 +54,10 @@ class Crop(Op):
         return T.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio)
 
     def batch(self, x, size, g, host):
+        if isinstance(x, list):  # decoded JPEGs, one size each
+            dev = x[0].device
+            h, w = (torch.tensor([img.shape[d] for img in x], device=dev) for d in (1, 2))
+            return BA.crop_resize_each(x, BA.crop_boxes(len(x), h, w, self.scale, self.ratio, g, dev), size)
         boxes = BA.crop_boxes(len(x), x.shape[2], x.shape[3], self.scale, self.ratio, g, x.device)
         return BA.crop_resize(x, boxes, size)
 
@@ -129,16 +133,23 @@ class Pipeline:
 
 
 class BatchPipeline:
-    """uint8 images (N, 3, H, W) of one size -> normalised augmented views (N, 3, size, size)."""
+    """uint8 images (N, 3, H, W) of one size, or a list of N (3, H_i, W_i) (decoded JPEGs) -> normalised
+    augmented views (N, 3, size, size)."""
 
     def __init__(self, ops: list, size: int):
         self.ops, self.size = ops, size
 
-    def __call__(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor | list, seed: int) -> torch.Tensor:
         """Every random draw from ``seed``: on the images' device, and the jitter order on the host."""
-        g = torch.Generator(device=images.device).manual_seed(seed)
+        if isinstance(images, list):
+            if not self.ops or not isinstance(self.ops[0], Crop):
+                raise UserError("DATA.DECODE_ON device needs an augmentation that starts with a crop (images of "
+                                "different sizes are batched by cropping them); set DATA.DECODE_ON loader.")
+            x, dev = [img.float() / 255.0 for img in images], images[0].device
+        else:
+            x, dev = images.float() / 255.0, images.device
+        g = torch.Generator(device=dev).manual_seed(seed)
         host = torch.Generator().manual_seed(seed)
-        x = images.float() / 255.0
         if not any(isinstance(op, Crop) for op in self.ops) and x.shape[-1] != self.size:
             x = BA.resize(x, self.size)
         for op in self.ops:
@@ -186,8 +197,6 @@ def build_train_transform(name: str, size: int) -> T.Compose:
 def build_batch_augment(name: str, size: int) -> "BatchPipeline":
     pipeline = AUGMENTATION_REGISTRY.get(name)
     if not isinstance(pipeline, Pipeline):
-        from .common import UserError
-
         raise UserError(f"DATA.AUGMENT {name} has no batch form for DATA.AUGMENT_ON device (register it as a "
                         "Pipeline of Ops in pretrain/augment.py), or set DATA.AUGMENT_ON loader.")
     return pipeline.batch_form(size)
@@ -240,6 +249,38 @@ class RawImages(Dataset):
 
         img, label = self.base[i]
         return pil_to_tensor(img.convert("RGB")), NO_VIEW, i, label
+
+
+def _encoded_source(ds: Dataset, i: int) -> tuple[Dataset, int]:
+    """The dataset holding image files under (possibly nested) subsets, and the item's index there."""
+    while isinstance(ds, Subset):
+        ds, i = ds.dataset, int(ds.indices[i])
+    return ds, i
+
+
+class EncodedImages(Dataset):
+    """(the JPEG file's bytes (uint8, 1-D), NO_VIEW, index, label) for DATA.DECODE_ON device: the loader only
+    reads files; the training step decodes (``torchvision.io.decode_jpeg``, nvJPEG on CUDA) and augments the
+    whole batch.  Batch with ``collate_encoded``."""
+
+    def __init__(self, base: Dataset, dataset_name: str):
+        if not hasattr(_encoded_source(base, 0)[0], "encoded"):
+            raise UserError(f"DATA.DECODE_ON device reads JPEG files, which DATA.NAME {dataset_name} does not have "
+                            "(imagefolder does); set DATA.DECODE_ON loader.")
+        self.base, self.epoch = base, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        ds, j = _encoded_source(self.base, i)
+        data, label = ds.encoded(j)
+        return data, NO_VIEW, i, label
+
+
+def collate_encoded(batch: list) -> tuple:
+    """EncodedImages items -> (list of byte tensors, then the rest collated as usual)."""
+    return ([item[0] for item in batch], *default_collate([item[1:] for item in batch]))
 
 
 class TransformedDataset(Dataset):

@@ -38,40 +38,44 @@ def gray(x: torch.Tensor) -> torch.Tensor:
     return rgb_to_grayscale(x)  # PIL's "L" weights, batched
 
 
-def crop_boxes(n: int, h: int, w: int, scale, ratio, g, device) -> torch.Tensor:
-    """(n, 4) boxes x0, y0, x1, y1 in pixels, RandomResizedCrop's sampling for n images of h x w."""
-    area = h * w
+def crop_boxes(n: int, h, w, scale, ratio, g, device) -> torch.Tensor:
+    """(n, 4) boxes x0, y0, x1, y1 in pixels, RandomResizedCrop's sampling for n images of h x w (ints: one
+    size; or (n,) tensors: one size per image, as decoded JPEGs have)."""
+    h = torch.as_tensor(h, dtype=torch.float64, device=device).expand(n)
+    w = torch.as_tensor(w, dtype=torch.float64, device=device).expand(n)
     tries = 10
-    target = area * uniform(g, n * tries, scale[0], scale[1], device).view(n, tries)
+    target = (h * w).float()[:, None] * uniform(g, n * tries, scale[0], scale[1], device).view(n, tries)
     log_r = uniform(g, n * tries, math.log(ratio[0]), math.log(ratio[1]), device).view(n, tries)
     aspect = torch.exp(log_r)
     cw = torch.round(torch.sqrt(target * aspect))
     ch = torch.round(torch.sqrt(target / aspect))
-    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    hf, wf = h.float()[:, None], w.float()[:, None]
+    ok = (cw > 0) & (cw <= wf) & (ch > 0) & (ch <= hf)
     first = torch.argmax(ok.to(torch.uint8), dim=1, keepdim=True)  # the first try that fits
     any_ok = ok.any(dim=1)
     cw, ch = cw.gather(1, first).squeeze(1), ch.gather(1, first).squeeze(1)
     # fallback: the whole image, clamped to the ratio range, centred
     in_ratio = w / h
-    if in_ratio < ratio[0]:
-        fw, fh = w, round(w / ratio[0])
-    elif in_ratio > ratio[1]:
-        fw, fh = round(h * ratio[1]), h
-    else:
-        fw, fh = w, h
-    cw = torch.where(any_ok, cw, torch.full_like(cw, float(fw)))
-    ch = torch.where(any_ok, ch, torch.full_like(ch, float(fh)))
+    fw = torch.where(in_ratio > ratio[1], torch.round(h * ratio[1]), w).float()
+    fh = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h).float()
+    cw, ch = torch.where(any_ok, cw, fw), torch.where(any_ok, ch, fh)
     # top-left uniform over the valid integer positions (torch.randint(0, H - h + 1))
-    y0 = torch.floor(torch.rand(n, generator=g, device=device) * (h - ch + 1))
-    x0 = torch.floor(torch.rand(n, generator=g, device=device) * (w - cw + 1))
-    y0 = torch.where(any_ok, y0, (h - ch) // 2)
-    x0 = torch.where(any_ok, x0, (w - cw) // 2)
+    hf, wf = hf.squeeze(1), wf.squeeze(1)
+    y0 = torch.floor(torch.rand(n, generator=g, device=device) * (hf - ch + 1))
+    x0 = torch.floor(torch.rand(n, generator=g, device=device) * (wf - cw + 1))
+    y0 = torch.where(any_ok, y0, (hf - ch) // 2)
+    x0 = torch.where(any_ok, x0, (wf - cw) // 2)
     return torch.stack([x0, y0, x0 + cw, y0 + ch], dim=1)
 
 
 def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     rois = torch.cat([torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
     return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+def crop_resize_each(images: list[torch.Tensor], boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """``crop_resize`` for images of different sizes (a list of (3, H_i, W_i) in [0, 1]): one crop each."""
+    return torch.cat([crop_resize(img[None], box[None], size) for img, box in zip(images, boxes)])
 
 
 def _rgb_to_hsv(x):

@@ -39,9 +39,14 @@ def get_defaults() -> CfgNode:
     # loader: PIL per image in the loader's workers | device: batched tensors on the training device (the
     # loader only decodes; images of one size; pretrain/batch_augment.py)
     C.DATA.AUGMENT_ON = "loader"
+    # loader: images decoded in the loader's workers | device: the workers only read JPEG files; the training
+    # step decodes them on the training device (torchvision.io.decode_jpeg, nvJPEG on CUDA); needs
+    # AUGMENT_ON device and JPEG files (imagefolder)
+    C.DATA.DECODE_ON = "loader"
     C.DATA.NUM_WORKERS = 2
     C.DATA.SUBSET = 0  # > 0: use only the first N training images (CPU runs)
     C.DATA.SYNTHETIC_SIZE = 2000  # images per split of the built-in procedural dataset
+    C.DATA.SYNTHETIC_COLORS = "random"  # random | palette: four fixed colours (pretrain/data/synthetic.py says why)
 
     C.MODEL = CfgNode()
     C.MODEL.BACKBONE = "resnet18"  # torchvision name, or "timm:<name>"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from . import distributed as D
-from .augment import (NO_VIEW, RawImages, TransformedDataset, TwoViewDataset, build_batch_augment,
-                      build_train_transform, eval_transform)
+from .augment import (NO_VIEW, EncodedImages, RawImages, TransformedDataset, TwoViewDataset, build_batch_augment,
+                      build_train_transform, collate_encoded, eval_transform)
 from .backbones import Encoder
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .common import resolve_device
@@ -54,9 +55,16 @@ class Trainer:
         base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
         self.views = objective_class(cfg.OBJECTIVE.NAME).views
         self.device_augment = None
+        self.decode_on_device = cfg.DATA.DECODE_ON == "device"
+        if cfg.DATA.DECODE_ON not in ("loader", "device"):
+            raise ConfigError(f"DATA.DECODE_ON {cfg.DATA.DECODE_ON!r}: choose loader (in the workers) or device "
+                              "(JPEGs decoded on the training device).")
+        if self.decode_on_device and cfg.DATA.AUGMENT_ON != "device":
+            raise ConfigError("DATA.DECODE_ON device hands the training step undecoded JPEGs, which only the "
+                              "batched augmentation takes; set DATA.AUGMENT_ON device too.")
         if cfg.DATA.AUGMENT_ON == "device":  # the loader hands over uint8 images; the step augments the batch
             self.device_augment = build_batch_augment(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE)
-            self.train_set = RawImages(base)
+            self.train_set = EncodedImages(base, cfg.DATA.NAME) if self.decode_on_device else RawImages(base)
         elif cfg.DATA.AUGMENT_ON == "loader":
             self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE),
                                             cfg.SEED, self.views)
@@ -160,7 +168,8 @@ class Trainer:
         nw = self.cfg.DATA.NUM_WORKERS
         return DataLoader(self.train_set, batch_sampler=self.batch_sampler, num_workers=nw,
                           pin_memory=self.device.type == "cuda", persistent_workers=False,
-                          prefetch_factor=4 if nw else None)
+                          prefetch_factor=4 if nw else None,
+                          collate_fn=collate_encoded if self.decode_on_device else None)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:  # the empty second view of one-view objectives (IR, CMC)
@@ -184,8 +193,12 @@ class Trainer:
 
     def _augment_on_device(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """DATA.AUGMENT_ON device: both views from one copy of the uint8 batch, seeded by (seed, epoch, batch,
-        rank, view), so that a resumed run draws what an uninterrupted one would have."""
-        images = images.to(self.device, non_blocking=True)
+        rank, view), so that a resumed run draws what an uninterrupted one would have.  DATA.DECODE_ON device:
+        ``images`` is a list of JPEG files' bytes, decoded here once for both views."""
+        if self.decode_on_device:
+            images = decode_jpeg(images, mode=ImageReadMode.RGB, device=self.device)
+        else:
+            images = images.to(self.device, non_blocking=True)
         views = [self.device_augment(images, derive_seed(self.cfg.SEED, self.epoch, self.batch_in_epoch, self.rank, v))
                  .contiguous(memory_format=memory_format(self.cfg)) for v in range(self.views)]
         return views[0], views[1] if self.views == 2 else NO_VIEW

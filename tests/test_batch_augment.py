@@ -84,3 +84,80 @@ def test_pretraining_with_device_augmentation_resumes_exactly(tmp_path, tiny_opt
     a = torch.load(tmp_path / "a" / "checkpoint_last.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint_last.pth", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _jpegs(root, sizes, per_class=4):
+    """ImageFolder JPEGs of different sizes (smooth random content), ImageNet layout."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (w, h) in enumerate(sizes * per_class):
+        d = root / "train" / f"n{k % 2:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (max(2, h // 6), max(2, w // 6), 3), dtype=np.uint8)
+        paths.append(d / f"img_{k}.JPEG")
+        Image.fromarray(small).resize((w, h), Image.BICUBIC).save(paths[-1], quality=90)
+    return paths
+
+
+def test_decoding_on_the_device_matches_the_pil_path(tmp_path):
+    """DATA.DECODE_ON device: decode_jpeg (CPU form here) gives PIL's pixels, and the views of images of
+    different sizes follow the PIL pipeline's statistics."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from pretrain.augment import EncodedImages, collate_encoded
+    from pretrain.data import ImageFolderDataset
+
+    _jpegs(tmp_path, [(48, 36), (30, 64), (40, 40)])
+    ds = ImageFolderDataset(tmp_path, "train")
+    files, _, index, labels = collate_encoded([EncodedImages(ds, "imagefolder")[i] for i in range(len(ds))])
+    decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device="cpu")
+    assert [tuple(d.shape[1:]) for d in decoded[:3]] == [(36, 48), (64, 30), (40, 40)]
+    assert index.tolist() == list(range(12)) and labels.tolist() == ds.targets
+    for d, i in zip(decoded, range(len(ds))):
+        assert (d.float() - pil_to_tensor(ds[i][0]).float()).abs().mean() < 1.0  # the same libjpeg decode
+    reps, size = 64, 32
+    pil_tf = AUGMENTATION_REGISTRY.get("mocov2")(size)
+    torch.manual_seed(0)
+    pil = torch.stack([pil_tf(ds[i][0]) for i in range(len(ds)) for _ in range(reps)])
+    batch = build_batch_augment("mocov2", size)
+    many = [d for d in decoded for _ in range(reps)]
+    dev = torch.cat([batch(many[i:i + 256], seed=i) for i in range(0, len(many), 256)])
+    assert dev.shape == pil.shape == (12 * reps, 3, size, size)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    a, b = _image_stats(pil * std + mean), _image_stats(dev * std + mean)
+    assert np.abs(a.mean(0) - b.mean(0)).max() < 0.02, (a.mean(0), b.mean(0))
+    assert np.abs(a.std(0) - b.std(0)).max() < 0.025, (a.std(0), b.std(0))
+
+
+def test_pretraining_decodes_jpegs_on_the_device_and_resumes_exactly(tmp_path, tiny_opts):
+    from pretrain.cli import main as pretrain_main
+    from tests.conftest import opts_with
+
+    _jpegs(tmp_path / "data", [(48, 36), (30, 64), (40, 40), (20, 24)])
+    opts = opts_with(tiny_opts, **{"DATA.NAME": "imagefolder", "DATA.ROOT": tmp_path / "data",
+                                   "DATA.AUGMENT_ON": "device", "DATA.DECODE_ON": "device",
+                                   "KNN.ENABLED": False, "SOLVER.MAX_ITERS": 4})
+    assert pretrain_main(["-o", str(tmp_path / "a"), *opts]) == 0
+    assert pretrain_main(["-o", str(tmp_path / "b"), *opts_with(opts, **{"SOLVER.MAX_ITERS": 2})]) == 0
+    assert pretrain_main(["-o", str(tmp_path / "b"), "--auto-resume", *opts]) == 0
+    a = torch.load(tmp_path / "a" / "checkpoint_last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint_last.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_decoding_on_the_device_says_what_it_needs(tmp_path, tiny_opts, capsys):
+    from pretrain.cli import main as pretrain_main
+    from pretrain.data import DatasetError, ImageFolderDataset
+    from tests.conftest import opts_with
+
+    png = _jpegs(tmp_path, [(20, 20)], per_class=1)[0]
+    png.write_bytes(png.with_suffix(".png").name.encode())  # not a JPEG any more
+    with pytest.raises(DatasetError, match=f"{png.name} is not a JPEG.*DATA.DECODE_ON loader"):
+        ImageFolderDataset(tmp_path, "train").encoded(0)
+    for kv, msg in [({"DATA.AUGMENT_ON": "device", "DATA.DECODE_ON": "device"}, "DATA.NAME synthetic does not"),
+                    ({"DATA.DECODE_ON": "device"}, "set DATA.AUGMENT_ON device too")]:
+        assert pretrain_main(["-o", str(tmp_path / "x"), *opts_with(tiny_opts, **kv)]) == 2
+        assert msg in capsys.readouterr().err

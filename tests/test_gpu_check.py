@@ -11,8 +11,8 @@ def test_the_gpu_check_runs_every_section_at_toy_size_on_cpu():
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     table = out.stdout
-    for row in ("MoCo step NCE (img/s)", "Ring/NCE step time", "end to end, augment on loader",
-                "end to end, augment on device", "IR ring over a 2,048 x 128 bank", "Detectron2 Mask R-CNN R50",
+    for row in ("MoCo step NCE (img/s)", "Ring/NCE step time", "end to end, decode + augment in the workers",
+                "end to end, decode + augment on the device", "IR ring over a 2,048 x 128 bank", "Detectron2 Mask R-CNN R50",
                 "linear probe, one epoch"):
         assert row in table, (row, table, out.stderr[-2000:])
     assert "failed" not in table, table

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.io import read_file
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .base import DatasetError
@@ -38,3 +40,13 @@ class ImageFolderDataset(Dataset):
                 return img.convert("RGB"), target
         except (UnidentifiedImageError, OSError) as e:
             raise DatasetError(f"{path} is not a readable image ({e}); delete or replace it.") from None
+
+    def encoded(self, i: int) -> tuple[torch.Tensor, int]:
+        """(the file's bytes as a uint8 tensor, label), for decoding on the training device
+        (``DATA.DECODE_ON device``): JPEG files only."""
+        path, target = self.samples[i]
+        data = read_file(path)
+        if len(data) < 3 or data[:3].tolist() != [0xFF, 0xD8, 0xFF]:
+            raise DatasetError(f"{path} is not a JPEG, and DATA.DECODE_ON device decodes JPEGs only; convert it "
+                               "to JPEG or set DATA.DECODE_ON loader.")
+        return data, target
