@@ -152,6 +152,27 @@ def test_synthetic_is_deterministic_and_labelled():
     assert a[3][0].size == (24, 24)
 
 
+def test_synthetic_palette_colours():
+    from pretrain.data.synthetic import PALETTE
+
+    cfg = load_config(None, ["DATA.SYNTHETIC_SIZE", 40, "DATA.IMAGE_SIZE", 24, "DATA.SYNTHETIC_COLORS", "palette"])
+    ds = build_dataset(cfg.DATA, "train")
+    pal = np.array(PALETTE)
+    pairs = set()
+    for i in range(len(ds)):
+        img, label = ds[i]
+        px = np.asarray(img).astype(int).reshape(-1, 1, 3)
+        dist = np.abs(px - pal[None]).sum(2)  # (pixels, 4)
+        near = dist.min(1) < 50  # noise +-12 per channel; edge pixels blend two colours
+        used, counts = np.unique(dist.argmin(1)[near], return_counts=True)
+        assert near.mean() > 0.5 and label == i % 10
+        assert len(used[counts > 0.02 * len(px)]) == 2  # a background and a shape colour, both from the palette
+        pairs.add(tuple(used[counts > 0.02 * len(px)]))
+    assert len(pairs) == 6  # every unordered pair of the four colours occurs
+    with pytest.raises(DatasetError, match="DATA.SYNTHETIC_COLORS 'grey': choose one of random, palette"):
+        SyntheticShapes("train", 4, colors="grey")
+
+
 def test_registry_errors_and_subset():
     cfg = load_config(None, ["DATA.NAME", "nope"])
     with pytest.raises(UserError, match="DATA.NAME .nope. is unknown; choose one of: .*cifar10"):

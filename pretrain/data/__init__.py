@@ -33,7 +33,8 @@ def _root(data_cfg, default: str | None = None) -> str:
 
 @DATASET_REGISTRY.register(name="synthetic")
 def _synthetic(data_cfg, split):
-    return SyntheticShapes(split, size=data_cfg.SYNTHETIC_SIZE, image_size=data_cfg.IMAGE_SIZE)
+    return SyntheticShapes(split, size=data_cfg.SYNTHETIC_SIZE, image_size=data_cfg.IMAGE_SIZE,
+                           colors=data_cfg.SYNTHETIC_COLORS)
 
 
 @DATASET_REGISTRY.register(name="cifar10")

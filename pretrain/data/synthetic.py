@@ -4,6 +4,13 @@ Each class is a shape family (disc, square, triangle, cross, ring, stripes, ...)
 instance with random position, scale, rotation, colours and background noise, deterministically from
 (seed, split, index).  Colour carries no label information, so augmentation-invariant features must
 encode shape, as on natural images.
+
+Colours (``colors``): ``random`` draws the background and the shape's colour from all of RGB;
+``palette`` draws them from four fixed colours (two different ones).  With random colours each image's
+colour pair is nearly unique and survives MoCo v2's jitter (hue +-0.1), so a short instance-discrimination
+run tells images apart by colour and learns little shape (measured: below a random-init backbone's linear
+accuracy).  With the palette, colour still varies between images (a nuisance an untrained backbone
+responds to) but only 12 pairs exist, so telling 4,096 images apart takes their shape and pose.
 """
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from torch.utils.data import Dataset
 from ..seeding import derive_seed
 from .base import DatasetError
 
+PALETTE = [(230, 60, 50), (40, 160, 70), (50, 80, 220), (235, 200, 40)]  # red, green, blue, yellow
+COLOR_MODES = ("random", "palette")
 CLASSES = ["disc", "square", "triangle", "cross", "ring", "h-stripes", "v-stripes", "checker", "diamond", "star"]
 _SPLIT_IDS = {"train": 0, "test": 1, "val": 1}
 
@@ -29,12 +38,22 @@ def _polygon(cx, cy, r, n, rot, inner=None):
     return pts
 
 
-def render(label: int, rng: np.random.Generator, size: int) -> Image.Image:
-    s = 4 * size  # draw large, then downsample: smooth edges
+def _colours(rng: np.random.Generator, colors: str) -> tuple[tuple, tuple]:
+    """(background, foreground) RGB, at least 150 apart (summed over channels)."""
+    if colors == "palette":
+        bg = int(rng.integers(0, len(PALETTE)))
+        fg = int(rng.integers(0, len(PALETTE) - 1))
+        return PALETTE[bg], PALETTE[fg + (fg >= bg)]
     bg = tuple(int(v) for v in rng.integers(0, 256, 3))
     fg = tuple(int(v) for v in rng.integers(0, 256, 3))
     while sum(abs(a - b) for a, b in zip(bg, fg)) < 150:
         fg = tuple(int(v) for v in rng.integers(0, 256, 3))
+    return bg, fg
+
+
+def render(label: int, rng: np.random.Generator, size: int, colors: str = "random") -> Image.Image:
+    s = 4 * size  # draw large, then downsample: smooth edges
+    bg, fg = _colours(rng, colors)
     img = Image.new("RGB", (s, s), bg)
     d = ImageDraw.Draw(img)
     r = s * rng.uniform(0.22, 0.4)
@@ -77,10 +96,13 @@ def render(label: int, rng: np.random.Generator, size: int) -> Image.Image:
 
 
 class SyntheticShapes(Dataset):
-    def __init__(self, split: str = "train", size: int = 2000, image_size: int = 32, seed: int = 0):
+    def __init__(self, split: str = "train", size: int = 2000, image_size: int = 32, seed: int = 0,
+                 colors: str = "random"):
         if split not in _SPLIT_IDS:
             raise DatasetError(f"the synthetic dataset has splits 'train' and 'test', not '{split}'.")
-        self.split, self.size, self.image_size, self.seed = split, size, image_size, seed
+        if colors not in COLOR_MODES:
+            raise DatasetError(f"DATA.SYNTHETIC_COLORS {colors!r}: choose one of {', '.join(COLOR_MODES)}.")
+        self.split, self.size, self.image_size, self.seed, self.colors = split, size, image_size, seed, colors
         self.classes = list(CLASSES)
         self.targets = [i % len(CLASSES) for i in range(size)]
 
@@ -90,4 +112,4 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, i: int):
         label = self.targets[i]
         rng = np.random.default_rng(derive_seed(self.seed, _SPLIT_IDS[self.split], i))
-        return render(label, rng, self.image_size), label
+        return render(label, rng, self.image_size, self.colors), label
