@@ -6,11 +6,13 @@ runs in its own process (peak memory = that process's max RSS plus its workers')
 - end to end: data loading + two-view augmentation + MoCo step, images/s after warm-up;
 - model step only: the same step on a fixed, pre-made batch (no data loading).
 ringnce runs twice: as configured by default (MoCo's shuffle-BN emulated on one process with MOCO.BN_SPLITS
-sub-batches, work lightly's recipe does not do) and with MOCO.SHUFFLE_BN False (the same computation as
-lightly's).  Both use the engine's channels-last memory format.
+sub-batches inside the BatchNorm layers, work lightly's recipe does not do) and with MOCO.SHUFFLE_BN False
+(the same computation as lightly's).  Both use the engine's channels-last memory format.  Every
+measurement is repeated in interleaved rounds (the order of the three rotated each round), so that a
+slow spell of the machine does not land on one side only.
 
     python benchmarks/pretrain_throughput.py                 # batch 64 and 256
-    python benchmarks/pretrain_throughput.py --batches 64 --iters 6
+    python benchmarks/pretrain_throughput.py --batches 64 --iters 6 --rounds 3
 """
 from __future__ import annotations
 
@@ -162,6 +164,7 @@ def main() -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every measurement")
     p.add_argument("--one", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -171,24 +174,32 @@ def main() -> int:
         print(json.dumps(fn(int(batch), args.warmup, args.iters, mode == "model_step")))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; ResNet-18 small "
-          f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up + {args.iters} timed iterations")
+          f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up + {args.iters} timed iterations; "
+          f"{args.rounds} interleaved rounds (order rotated each round; img/s and ratio: median over rounds)")
     for batch in args.batches:
         for mode in ("end_to_end", "model_step"):
-            res = {}
-            for impl in IMPLS:
-                cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
-                       "--iters", str(args.iters)]
-                out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-                if out.returncode:
-                    print(out.stderr[-2000:], file=sys.stderr)
-                    return 1
-                res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-            base = res["lightly"]
+            rounds = []
+            for r in range(args.rounds):
+                order = IMPLS[r % len(IMPLS):] + IMPLS[:r % len(IMPLS)]
+                res = {}
+                for impl in order:
+                    cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
+                           "--iters", str(args.iters)]
+                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                    if out.returncode:
+                        print(out.stderr[-2000:], file=sys.stderr)
+                        return 1
+                    res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+                rounds.append(res)
             for impl in IMPLS[:-1]:
-                r = res[impl]
-                print(f"batch {batch:4d} {mode:11s}: {impl:22s} {r['img_per_s']:6.1f} img/s (peak {r['peak_mb']:5.0f} MB)"
-                      f" | lightly {base['img_per_s']:6.1f} img/s (peak {base['peak_mb']:5.0f} MB)"
-                      f" | ratio {r['img_per_s'] / base['img_per_s']:.2f}x", flush=True)
+                ips = np.median([r[impl]["img_per_s"] for r in rounds])
+                base = np.median([r["lightly"]["img_per_s"] for r in rounds])
+                ratios = [r[impl]["img_per_s"] / r["lightly"]["img_per_s"] for r in rounds]
+                peak = max(r[impl]["peak_mb"] for r in rounds)
+                base_peak = max(r["lightly"]["peak_mb"] for r in rounds)
+                print(f"batch {batch:4d} {mode:11s}: {impl:22s} {ips:6.1f} img/s (peak {peak:5.0f} MB)"
+                      f" | lightly {base:6.1f} img/s (peak {base_peak:5.0f} MB)"
+                      f" | ratio {np.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
     return 0
 
 

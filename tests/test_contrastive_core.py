@@ -70,7 +70,7 @@ def test_samplers_by_name():
     assert len(set(draws[0].tolist())) > 30  # with replacement, covering the ring
     uni = sampler("uniform").select(cands, num_draws=50, generator=torch.Generator())
     assert uni.shape == (4, 50) and uni.max() < 100
-    with pytest.raises(UserError, match="choose one of: ball, ring, uniform"):
+    with pytest.raises(UserError, match="choose one of: ball, ring, .*uniform"):  # a test may register a toy one
         sampler("hard")
 
 
