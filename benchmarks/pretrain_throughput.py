@@ -58,10 +58,10 @@ def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: 
     from pretrain.config import load_config
     from pretrain.contrastive.objectives import build_objective
     from pretrain.engine import memory_format
-    from pretrain.data import ArrayImageDataset, register_dataset
+    from pretrain.data import DATASET_REGISTRY, ArrayImageDataset
 
     images, labels = _images()
-    register_dataset("bench_array")(lambda data_cfg, split: ArrayImageDataset(images, labels))
+    DATASET_REGISTRY.register(name="bench_array")(lambda data_cfg, split: ArrayImageDataset(images, labels))
     opts = ["DATA.NAME", "bench_array", "DATA.NUM_WORKERS", str(WORKERS), "DATA.AUGMENT", "mocov2",
             "MODEL.SMALL_STEM", "True", "MODEL.HEAD_HIDDEN", "512", "SOLVER.BATCH_SIZE", str(batch),
             "MOCO.QUEUE_SIZE", str(QUEUE), "KNN.ENABLED", "False", "LOG.PROGRESS", "False",

@@ -38,18 +38,24 @@ def _image_stats(x: torch.Tensor) -> np.ndarray:
 def test_batch_form_matches_the_pil_path_statistics(name, size):
     base = SyntheticShapes("train", 16, image_size=size)
     images = [base[i][0] for i in range(16)]
-    reps = 48
+    _assert_views_match_pil(name, size, images, [pil_to_tensor(im) for im in images], reps=48, stack=True)
+
+
+def _assert_views_match_pil(name, size, pil_images, uint8_images, reps, stack):
+    """Each image ``reps`` times through the PIL pipeline and through the batch form (``uint8_images``: the
+    same images as tensors, batched as one tensor when ``stack``, else as a list): the distribution of each
+    view statistic (mean and spread over all views) agrees."""
     pil_tf = AUGMENTATION_REGISTRY.get(name)(size)
     torch.manual_seed(0)
-    pil = torch.stack([pil_tf(im) for im in images for _ in range(reps)])
+    pil = torch.stack([pil_tf(im) for im in pil_images for _ in range(reps)])
     batch = build_batch_augment(name, size)
-    raw = torch.stack([pil_to_tensor(im) for im in images for _ in range(reps)])
-    dev = torch.cat([batch(raw[i:i + 256], seed=i) for i in range(0, len(raw), 256)])
-    assert dev.shape == pil.shape == (16 * reps, 3, size, size)
+    many = [x for x in uint8_images for _ in range(reps)]
+    dev = torch.cat([batch(torch.stack(many[i:i + 256]) if stack else many[i:i + 256], seed=i)
+                     for i in range(0, len(many), 256)])
+    assert dev.shape == pil.shape == (len(pil_images) * reps, 3, size, size)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     a, b = _image_stats(pil * std + mean), _image_stats(dev * std + mean)
-    # the distribution of each statistic over all views: its mean and spread agree
     assert np.abs(a.mean(0) - b.mean(0)).max() < 0.02, (a.mean(0), b.mean(0))
     assert np.abs(a.std(0) - b.std(0)).max() < 0.025, (a.std(0), b.std(0))
 
@@ -117,19 +123,7 @@ def test_decoding_on_the_device_matches_the_pil_path(tmp_path):
     assert index.tolist() == list(range(12)) and labels.tolist() == ds.targets
     for d, i in zip(decoded, range(len(ds))):
         assert (d.float() - pil_to_tensor(ds[i][0]).float()).abs().mean() < 1.0  # the same libjpeg decode
-    reps, size = 64, 32
-    pil_tf = AUGMENTATION_REGISTRY.get("mocov2")(size)
-    torch.manual_seed(0)
-    pil = torch.stack([pil_tf(ds[i][0]) for i in range(len(ds)) for _ in range(reps)])
-    batch = build_batch_augment("mocov2", size)
-    many = [d for d in decoded for _ in range(reps)]
-    dev = torch.cat([batch(many[i:i + 256], seed=i) for i in range(0, len(many), 256)])
-    assert dev.shape == pil.shape == (12 * reps, 3, size, size)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    a, b = _image_stats(pil * std + mean), _image_stats(dev * std + mean)
-    assert np.abs(a.mean(0) - b.mean(0)).max() < 0.02, (a.mean(0), b.mean(0))
-    assert np.abs(a.std(0) - b.std(0)).max() < 0.025, (a.std(0), b.std(0))
+    _assert_views_match_pil("mocov2", 32, [ds[i][0] for i in range(len(ds))], decoded, reps=64, stack=False)
 
 
 def test_pretraining_decodes_jpegs_on_the_device_and_resumes_exactly(tmp_path, tiny_opts):
