@@ -135,3 +135,19 @@ def test_smoke_names_an_unknown_dataset_kind_and_a_failing_stage(tmp_path, capsy
     assert suite_main([str(broken), "--smoke", "-o", str(tmp_path / "b"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "stage 'pretrain moco-nce seed 0' failed" in err and "MODEL.BACKBONE 'resnet7'" in err and "pretrain.log" in err
+
+
+def test_an_estimator_can_run_its_own_seeds(tmp_path):
+    """pretrain.estimator_seeds: NCE at 5 seeds (its comparison with random init), Ring at the default 3;
+    the random-init baselines cover every seed any estimator runs."""
+    path = _tiny_suite(tmp_path, pretrain__seeds=[0, 1, 2], pretrain__estimator_seeds={"nce": [0, 1, 2, 3, 4]},
+                       detection__enabled=False, meta_dataset__enabled=False)
+    suite, _ = load_suite(path)
+    names = [s.name for s in plan(suite, tmp_path / "out") if s.kind == "pretrain"]
+    assert names == [f"pretrain moco-nce seed {s}" for s in range(5)] + [f"pretrain moco-ring seed {s}" for s in range(3)]
+    baselines = [s.name for s in plan(suite, tmp_path / "out") if s.name.startswith("lincls random-init")]
+    assert baselines == [f"lincls random-init rgb seed {s}" for s in range(5)]
+    for bad, msg in [({"dcl": [0]}, "names dcl, which 'pretrain.estimators' does not run"),
+                     ({"nce": 3}, "must map estimators to lists of seeds")]:
+        with pytest.raises(SuiteError, match=msg):
+            load_suite(_tiny_suite(tmp_path, pretrain__estimator_seeds=bad))

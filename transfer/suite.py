@@ -41,7 +41,8 @@ SCHEMA = {
     "name": "default",
     "device": "auto",
     "pretrain": {"config": "cpu_small", "datasets": [""], "objectives": ["moco"], "estimators": ["nce", "ring"],
-                 "seeds": [0], "overrides": [], "nproc_per_node": 1},
+                 "seeds": [0], "overrides": [], "nproc_per_node": 1,
+                 "estimator_seeds": None},  # {estimator: [seeds]}: its own seeds instead of `seeds`
     "random_init": True,  # the paired baseline: every evaluation of each architecture untrained, at every seed
     "lincls": {"enabled": True, "overrides": []},
     "detection": {"enabled": True, "num_gpus": 1, "tasks": [], "seeds": []},  # seeds: [] = every pretraining seed
@@ -69,6 +70,19 @@ def _with_defaults(user: dict, ref: dict) -> dict:
     return out
 
 
+def _check_estimator_seeds(P: dict, where: str) -> None:
+    own = P["estimator_seeds"]
+    if own is None:
+        return
+    if not isinstance(own, dict) or not all(isinstance(v, list) and v for v in own.values()):
+        raise SuiteError(f"{where}: 'pretrain.estimator_seeds' must map estimators to lists of seeds, e.g. "
+                         f"{{nce: [0, 1, 2, 3, 4]}}, not {own!r}.")
+    unknown = sorted(set(own) - set(P["estimators"]))
+    if unknown:
+        raise SuiteError(f"{where}: 'pretrain.estimator_seeds' names {', '.join(unknown)}, which "
+                         f"'pretrain.estimators' does not run ({', '.join(P['estimators'])}).")
+
+
 def load_suite(path: str | Path | None) -> tuple[dict, str]:
     if path is None:
         path = SUITES / "default.yaml"
@@ -78,6 +92,7 @@ def load_suite(path: str | Path | None) -> tuple[dict, str]:
     except yaml.YAMLError as e:
         raise SuiteError(f"{p}: not valid YAML ({e}).") from None
     suite = _check(raw, SCHEMA, str(p))
+    _check_estimator_seeds(suite["pretrain"], str(p))
     suite["detection"]["tasks"] = [_check(t, TASK_SCHEMA, str(p), "detection.tasks[].")
                                    for t in suite["detection"]["tasks"]]
     for t in suite["detection"]["tasks"]:
@@ -154,7 +169,7 @@ def plan(suite: dict, out: Path) -> list[Stage]:
         baselines = {}  # (architecture, seed) -> the first pretraining run with it
         for obj in P["objectives"]:
             for est in P["estimators"]:
-                for seed in P["seeds"]:
+                for seed in (P["estimator_seeds"] or {}).get(est, P["seeds"]):
                     cfg = P["config"].format(dataset=ds, objective=obj, estimator=est)
                     run = out / "pretrain" / (ds or "default") / f"{obj}_{est}_s{seed}"
                     opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, "SEED", seed, "LOG.PROGRESS", "False",
