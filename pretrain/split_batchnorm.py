@@ -23,12 +23,14 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         self.splits = int(splits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.splits <= 1 or not self.track_running_stats:
+        if not self.training or self.splits <= 1:
             return super().forward(x)
         out = []
         for chunk in x.chunk(self.splits):
-            self.num_batches_tracked.add_(1)  # as the module itself counts each sub-batch pass
-            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            factor = 0.0
+            if self.track_running_stats:  # as the module itself counts and averages each sub-batch pass
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             out.append(F.batch_norm(chunk, self.running_mean, self.running_var, self.weight, self.bias, True,
                                     factor, self.eps))
         return torch.cat(out)

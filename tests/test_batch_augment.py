@@ -147,8 +147,10 @@ def test_decoding_on_the_device_says_what_it_needs(tmp_path, tiny_opts, capsys):
     from pretrain.data import DatasetError, ImageFolderDataset
     from tests.conftest import opts_with
 
+    from PIL import Image
+
     png = _jpegs(tmp_path, [(20, 20)], per_class=1)[0]
-    png.write_bytes(png.with_suffix(".png").name.encode())  # not a JPEG any more
+    Image.open(png).save(png, format="PNG")  # PNG content under an ImageNet .JPEG name
     with pytest.raises(DatasetError, match=f"{png.name} is not a JPEG.*DATA.DECODE_ON loader"):
         ImageFolderDataset(tmp_path, "train").encoded(0)
     for kv, msg in [({"DATA.AUGMENT_ON": "device", "DATA.DECODE_ON": "device"}, "DATA.NAME synthetic does not"),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pretrain.common import UserError
 from pretrain.config import load_config
 from pretrain.contrastive.estimator import Negatives, build_estimator, contrastive_loss, debiased_loss, draw_mochi, \
-    infonce, mix_hard_negatives, mochi_logits
+    infonce, mochi_logits
 
 T = 0.2
 
@@ -134,16 +134,32 @@ def test_mochi_equals_the_formula_loss_and_gradient(drawn):
     torch.testing.assert_close(gp, rp, rtol=1e-5, atol=1e-6)  # the pool's gradient: only through the real logits
 
 
-def test_mochi_synthetic_negatives_are_normalised_counted_and_constant():
+def materialised_mixes(neg: Negatives, draws) -> torch.Tensor:
+    """MoCHi's synthetic negatives (B, s + s', D) built explicitly, L2-normalised and detached: the reference
+    the closed form is checked against."""
+    with torch.no_grad():
+        pool, q = neg.pool.detach(), neg.anchors.detach()
+
+        def rows(pos):  # pool rows of the drawn positions among the k hardest
+            cols = draws.hard.gather(1, pos)
+            return pool[cols if neg.indices is None else neg.indices.gather(1, cols)]
+        a, b = draws.alpha[..., None], draws.beta[..., None]
+        mixes = torch.cat([a * rows(draws.i) + (1 - a) * rows(draws.j), b * q[:, None] + (1 - b) * rows(draws.jq)], 1)
+        return F.normalize(mixes, dim=2)
+
+
+def test_mochi_synthetic_negatives_are_counted_constant_and_near_the_query():
     neg = _negatives()
-    synth = mix_hard_negatives(neg, draw_mochi(neg, 4, 6, 2))
-    assert synth.shape == (3, 8, 8) and not synth.requires_grad
-    torch.testing.assert_close(synth.norm(dim=2), torch.ones(3, 8))
-    # each query mix lies closer to its query than a plain pair of hard negatives can be on average
-    q_sim = (synth[:, 6:] * neg.anchors.detach()[:, None]).sum(2)
-    assert q_sim.mean() > (synth[:, :6] * neg.anchors.detach()[:, None]).sum(2).mean()
+    extra = mochi_logits(neg, draw_mochi(neg, 4, 6, 2))
+    assert extra.shape == (3, 8)  # 6 pair mixes + 2 query mixes per anchor
+    # constants: no gradient reaches the pool through them (it requires grad here, as SimCLR's batch does)
+    (g_pool,) = torch.autograd.grad(extra.sum(), neg.pool, allow_unused=True)
+    assert g_pool is None or not g_pool.any()
+    # each query mix lies closer to its query than a plain pair of hard negatives on average
+    assert extra[:, 6:].mean() > extra[:, :6].mean()
     # num_hardest above the pool is at most the pool
-    assert mix_hard_negatives(neg, draw_mochi(neg, 10_000, 2, 0)).shape == (3, 2, 8)
+    big = draw_mochi(neg, 10_000, 2, 0)
+    assert big.hard.shape == (3, 25) and mochi_logits(neg, big).shape == (3, 2)  # all 25 negatives
 
 
 @pytest.mark.parametrize("drawn", [False, True])
@@ -157,7 +173,9 @@ def test_mochi_closed_form_equals_the_materialised_mixes(drawn):
     draws = draw_mochi(neg, 4, 7, 3)
     closed = mochi_logits(neg, draws)
     (g_closed,) = torch.autograd.grad(closed.square().sum(), neg.anchors)
-    direct = torch.bmm(mix_hard_negatives(neg, draws), neg.anchors.unsqueeze(2)).squeeze(2)
+    mixes = materialised_mixes(neg, draws)
+    torch.testing.assert_close(mixes.norm(dim=2), torch.ones(3, 10))
+    direct = torch.bmm(mixes, neg.anchors.unsqueeze(2)).squeeze(2)
     (g_direct,) = torch.autograd.grad(direct.square().sum(), neg.anchors)
     assert closed.shape == (3, 10)
     torch.testing.assert_close(closed, direct, rtol=1e-5, atol=1e-6)

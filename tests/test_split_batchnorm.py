@@ -41,6 +41,13 @@ def test_one_pass_equals_a_pass_per_sub_batch(channels_last):
     torch.testing.assert_close(one_pass(x), per_chunk(x))  # eval: plain BatchNorm with running statistics
 
 
+def test_statistics_are_per_slice_without_running_statistics_too():
+    bn = SplitBatchNorm2d(3, track_running_stats=False, splits=2).train()
+    x = torch.randn(8, 3, 4, 4)
+    ref = torch.cat([nn.functional.batch_norm(c, None, None, training=True) for c in x.chunk(2)])
+    torch.testing.assert_close(bn(x), ref)
+
+
 def test_other_batchnorms_are_left_alone():
     mixed = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Flatten(), nn.BatchNorm1d(4 * 9))
     assert not split_batchnorm_(mixed, 2)

@@ -38,7 +38,8 @@ class MoCo(ContrastiveObjective):
         # sub-batches in one pass when every BatchNorm can split; otherwise one encoder pass per sub-batch
         self.split_passes = 1
         if self.bn_splits > 1 and not D.is_dist():  # under DDP each rank is one sub-batch
-            if not all([split_batchnorm_(e, self.bn_splits) for e in (self.encoder_q, self.encoder_k)]):
+            if not (split_batchnorm_(self.encoder_q, self.bn_splits) and split_batchnorm_(self.encoder_k,
+                                                                                          self.bn_splits)):
                 self.split_passes = self.bn_splits
 
     @property
@@ -52,7 +53,7 @@ class MoCo(ContrastiveObjective):
             pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
 
     def _encode(self, encoder, x: torch.Tensor) -> torch.Tensor:
-        if self.split_passes <= 1 or D.is_dist():
+        if self.split_passes <= 1:
             return encoder(x)
         return torch.cat([encoder(c) for c in x.chunk(self.split_passes)])
 
