@@ -7,6 +7,10 @@ is taken per round, and the table shows its median and min-max over ``--rounds``
 
     python benchmarks/estimator_overhead.py                      # every estimator, 3 rounds x 5 steps
     python benchmarks/estimator_overhead.py --estimators nce ring dcl --rounds 5
+    python benchmarks/estimator_overhead.py --estimators nce ring ring+adaptive   # ESTIMATOR+RING.SCHEDULE
+
+``ring+adaptive`` runs the loss-adaptive schedule (the ring sized on the device: a sort per row and a
+mask) fed each step's loss, started at RING.OUTER so that its ring is the constant schedule's size.
 """
 from __future__ import annotations
 
@@ -27,20 +31,27 @@ from pretrain.contrastive.estimator import ESTIMATOR_REGISTRY  # noqa: E402
 from pretrain.contrastive.objectives import build_objective  # noqa: E402
 
 
-def make_step(est: str, queue: int, batch: int, size: int):
+def make_step(name: str, queue: int, batch: int, size: int):
+    est, _, schedule = name.partition("+")
     cfg = load_config(None, ["OBJECTIVE.ESTIMATOR", est, "MOCO.QUEUE_SIZE", str(queue), "MODEL.SMALL_STEM", "True",
-                             "SOLVER.BATCH_SIZE", str(batch)])
+                             "SOLVER.BATCH_SIZE", str(batch), "RING.SCHEDULE", schedule or "constant"])
     torch.manual_seed(0)
     obj = build_objective(cfg, 50000, batch)
+    adaptive = obj.schedule.observes == "loss"
+    if adaptive:
+        obj.schedule.load_state_dict({"value": cfg.RING.OUTER, "history": []})
     opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
     g = torch.Generator().manual_seed(1)
     x1, x2 = torch.randn(batch, 3, size, size, generator=g), torch.randn(batch, 3, size, size, generator=g)
 
     def step():
+        obj.set_progress(0)
         loss, _ = obj(x1, x2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if adaptive:
+            obj.observe(loss.detach())
     step()  # warm-up: allocations, the first queue write
     return step
 

@@ -84,14 +84,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: float) -> float:
+def all_reduce_mean_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over the ranks, as a tensor on ``t``'s device: nothing is read on the host."""
     if not is_dist():
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+        return t
+    t = t.detach().clone()
     dist.all_reduce(t)
-    return float(t.item()) / get_world_size()
+    return t / get_world_size()
 
 
 def broadcast_float(value: float | None, src: int = 0) -> float:

@@ -80,7 +80,7 @@ class Trainer:
         # Model: the objective (encoders, pool, sampler, schedule), DDP around it when distributed.
         self.objective = build_objective(cfg, dataset_size=len(base), global_batch=cfg.SOLVER.BATCH_SIZE)
         self.objective.to(dev)
-        self.objective.place_generator(dev)
+        self.objective.place_state(dev)
         self.objective.to(memory_format=memory_format(cfg))
         if cfg.MODEL.COMPILE:
             compile_encoders(self.objective)
@@ -181,6 +181,10 @@ class Trainer:
         if self._loss_float is None:
             self._loss_float = float(self._loss.detach())
         return self._loss_float
+
+    def loss_tensor(self) -> torch.Tensor:
+        """This step's loss, detached, where it was computed (nothing read on the host)."""
+        return self._loss.detach()
 
     def loss_was_read(self) -> bool:
         return self._loss_float is not None

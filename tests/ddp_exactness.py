@@ -5,7 +5,8 @@ import torch
 from pretrain.config import load_config
 from pretrain.contrastive.objectives import build_objective
 
-COMBINATIONS = [(o, e) for o in ("ir", "cmc", "moco", "simclr") for e in ("nce", "ring", "ball")]
+# "ring+adaptive": the ring sized on the device (the loss-adaptive schedule's path: draws or a mask)
+COMBINATIONS = [(o, e) for o in ("ir", "cmc", "moco", "simclr") for e in ("nce", "ring", "ball", "ring+adaptive")]
 GLOBAL_BATCH, POOL = 8, 64
 
 
@@ -18,12 +19,17 @@ def global_batch():
 def one_step(name: str, est: str, x1, x2, index, ddp: bool):
     """(parameters, pools) after one SGD step; BatchNorm in eval mode so that per-device statistics do not
     enter the comparison."""
-    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16",
+    est, _, schedule = est.partition("+")
+    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "RING.SCHEDULE", schedule or "constant",
+                             "MODEL.OUT_DIM", "16",
                              "MODEL.SMALL_STEM", "False", "MODEL.WIDTH", "16", "CMC.WIDTH", "8",
                              "MOCO.QUEUE_SIZE", str(POOL), "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5",
                              "DATA.AUGMENT", "ir"])
     torch.manual_seed(0)
     obj = build_objective(cfg, dataset_size=POOL, global_batch=GLOBAL_BATCH)
+    if schedule:
+        obj.schedule.load_state_dict({"value": 0.75, "history": []})
+    obj.set_progress(0)
     for m in obj.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()

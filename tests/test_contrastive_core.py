@@ -44,6 +44,30 @@ def test_ring_with_ties_selects_the_reference_scores(n, o, iota):
     assert (ring_indices(scores, o, iota).sort(dim=1).values.diff(dim=1) > 0).all()  # no candidate twice
 
 
+@pytest.mark.parametrize("n,o,iota", [(1, 1.0, 0.1), (7, 0.5, 0.1), (64, 0.1, 0.1), (1000, 0.3, 0.5),
+                                     (1000, 1e-4, 0.1), (4097, 1.0, 0.0), (50, 0.2, 0.25), (300, 0.99, 0.9)])
+def test_a_ring_sized_on_the_device_selects_the_hosts_ring(n, o, iota):
+    """o as a 0-dim float64 tensor (the adaptive schedule): the mask marks exactly the host's ring; the
+    draws from a bank scored in several blocks are all ring members and reach every member."""
+    g = torch.Generator().manual_seed(n)
+    anchors, bank = F.normalize(torch.randn(6, 8, generator=g), dim=1), F.normalize(torch.randn(n, 8, generator=g), dim=1)
+    scores = anchors @ bank.t()
+    sampler = SAMPLER_REGISTRY.get("ring")(load_config(None, ["RING.INNER", str(iota)]))
+    o_dev = torch.tensor(o, dtype=torch.float64)
+    host = ring_indices(scores, o, iota)
+    mask = sampler.select(Candidates.from_scores(scores), o_dev)
+    assert mask.dtype == torch.bool and mask.shape == scores.shape
+    ring = torch.zeros_like(mask).scatter_(1, host, True)
+    assert torch.equal(mask, ring)
+    draws_per_member = 25
+    draws = sampler.select(Candidates.from_bank(anchors, bank, score_block=2 * n), o_dev,
+                           num_draws=draws_per_member * host.shape[1], generator=torch.Generator().manual_seed(1))
+    assert draws.shape == (6, draws_per_member * host.shape[1])
+    assert ring.gather(1, draws).all()  # only ring members
+    hits = torch.zeros_like(mask).scatter_(1, draws, True)
+    assert torch.equal(hits, ring)  # every member drawn (P(a miss) < 1e-8 per member)
+
+
 def test_ring_bounds_degenerate_sizes():
     assert ring_bounds(65536, 0.1, 0.1) == (655, 6553)  # ~top 1% to top 10%
     assert ring_bounds(10, 0.05, 0.1) == (0, 1)  # o*N < 1: the single most similar candidate
@@ -149,7 +173,7 @@ def test_adaptive_schedules_follow_the_authors_rule():
         s.observe(-float(i))  # a falling loss keeps making it harder, down to RING.OUTER
     assert s(0) == pytest.approx(0.1)
     s.load_state_dict(state)
-    assert s(0) == 1.0 and s.history == [4.5, 9.0, 100.0]
+    assert s(0) == 1.0 and s.state_dict()["history"] == [4.5, 9.0, 100.0]
     acc = build_schedule(_ring_cfg(SCHEDULE="adaptive_acc", OUTER=0.1), 10)  # delta 0.05, window 5
     assert acc.observes == "knn" and acc.lower_is_better is False
     for top1 in (10.0, 20.0, 30.0):  # a rising accuracy: harder
@@ -157,6 +181,39 @@ def test_adaptive_schedules_follow_the_authors_rule():
     assert acc(0) == pytest.approx(0.9)
     acc.observe(1.0)  # a drop below the mean: easier
     assert acc(0) == pytest.approx(0.95)
+
+def authors_adaptive(losses, final, delta, window):
+    """The authors' rule as a plain host loop over Python floats: o before each step."""
+    value, history, out = 1.0, [], []
+    for x in losses:
+        out.append(value)
+        if history:
+            mean = sum(history[-window:]) / len(history[-window:])
+            value += delta if x > mean else -delta if x < mean else 0.0
+        value = min(1.0, max(final, value))
+        history = (history + [x])[-window:]
+    return out
+
+
+def test_the_adaptive_schedule_on_the_device_gives_the_host_loops_sequence():
+    """Fed loss tensors (float32, as the engine does), never read on the host: the same o at every step as
+    the host loop over the same losses, through a checkpoint round trip halfway."""
+    gen = torch.Generator().manual_seed(0)
+    losses = (5.0 + torch.randn(300, generator=gen).cumsum(0) * 0.05 - torch.linspace(0, 4, 300)).float()
+    s = build_schedule(_ring_cfg(SCHEDULE="adaptive", OUTER=0.1, ADAPTIVE_DELTA=0.01, ADAPTIVE_WINDOW=10), 10)
+    assert s.device_resident and isinstance(s(0), torch.Tensor) and s(0).dtype == torch.float64
+    seen = []
+    for step, x in enumerate(losses):
+        if step == 150:  # resume from the state a checkpoint would hold
+            state = s.state_dict()
+            s = build_schedule(_ring_cfg(SCHEDULE="adaptive", OUTER=0.1, ADAPTIVE_DELTA=0.01, ADAPTIVE_WINDOW=10), 10)
+            s.load_state_dict(state)
+        seen.append(float(s(step)))
+        s.observe(x)  # a 0-dim float32 tensor, as the loss
+    expected = authors_adaptive([float(x) for x in losses], 0.1, 0.01, 10)
+    assert seen == expected
+    assert min(expected) < 0.5 and len(set(expected)) > 20  # it really moved
+
 
 def test_loss_equals_hand_computed_cross_entropy():
     pos = torch.tensor([0.5, -0.2])

@@ -163,6 +163,24 @@ def test_adaptive_acc_schedule_follows_the_knn_monitor(tmp_path, tiny_opts, caps
     assert "adapts to the kNN accuracy; set KNN.ENABLED True" in capsys.readouterr().err
 
 
+def test_adaptive_schedule_follows_the_loss_without_reading_it(tmp_path, tiny_opts):
+    """A run with the loss-adaptive ring (LOG.PERIOD 1, so every loss and o is logged): each step's o is the
+    authors' rule applied to the losses before it, and the checkpoint holds the last window of losses."""
+    from tests.test_contrastive_core import authors_adaptive
+
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "RING.SCHEDULE": "adaptive", "RING.OUTER": 0.1,
+                                   "RING.ADAPTIVE_WINDOW": 3, "RING.ADAPTIVE_DELTA": 0.05, "LOG.PERIOD": 1,
+                                   "SOLVER.MAX_ITERS": 12, "KNN.ENABLED": False})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "outer" in r]
+    losses, outer = [r["loss"] for r in rows], [r["outer"] for r in rows]
+    assert len(rows) == 12 and outer == authors_adaptive(losses, 0.1, 0.05, 3)
+    assert len(set(outer)) > 1  # it moved
+    assert load_checkpoint(run)["objective_extra"]["schedule"]["history"] == losses[-3:]
+
+
 def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, tiny_opts):
     from pretrain.config import load_config
     from pretrain.engine import Trainer

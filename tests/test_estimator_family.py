@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from pretrain.common import UserError
 from pretrain.config import load_config
+from pretrain.contrastive import Candidates
 from pretrain.contrastive.estimator import Negatives, build_estimator, contrastive_loss, debiased_loss, draw_mochi, \
     infonce, mochi_logits
 
@@ -87,7 +88,7 @@ def _negatives(b=3, m=10, d=8, seed=0, drawn=False):
     cand = pool[indices] if drawn else pool.expand(b, -1, -1)
     logits = torch.bmm(cand, anchors.unsqueeze(2)).squeeze(2)
     pos = (anchors * F.normalize(torch.randn(b, d, generator=g), dim=1)).sum(1)
-    return Negatives(anchors, pos, logits, pool, indices, torch.Generator().manual_seed(7))
+    return Negatives(anchors, pos, logits, pool, indices, generator=torch.Generator().manual_seed(7))
 
 
 def loop_mochi(neg: Negatives, n_hard, s, s2, tau):
@@ -194,6 +195,82 @@ def test_bad_knob_values_are_one_sentence(opts, key):
     with pytest.raises(UserError, match=key) as e:
         build_estimator(load_config(None, opts))
     assert str(e.value).count(". ") <= 1 and "\n" not in str(e.value)
+
+
+def _ring_both_ways(est, o=0.3, b=4, n=40, d=8, seed=0, **knobs):
+    """The same ring over an in-memory pool twice: gathered (o a float, the host path) and masked (o a
+    device tensor, the adaptive schedule's path); fresh leaves for each."""
+    opts = ["OBJECTIVE.ESTIMATOR", est, "RING.INNER", "0.1"] + [str(x) for kv in knobs.items() for x in kv]
+    e = build_estimator(load_config(None, opts))
+    out = []
+    for o_arg in (o, torch.tensor(o, dtype=torch.float64)):
+        g = torch.Generator().manual_seed(seed)
+        anchors = F.normalize(torch.randn(b, d, generator=g), dim=1).requires_grad_()
+        pool = F.normalize(torch.randn(n, d, generator=g), dim=1).requires_grad_()
+        pos = (anchors * F.normalize(torch.randn(b, d, generator=g), dim=1)).sum(1)
+        scores = anchors @ pool.t()
+        sel = e.sampler.select(Candidates.from_scores(scores.detach()), o_arg)
+        neg = (Negatives(anchors, pos, scores, pool, None, valid=sel) if sel.dtype == torch.bool
+               else Negatives(anchors, pos, scores.gather(1, sel), pool, sel))
+        neg.generator = torch.Generator().manual_seed(7)
+        out.append((e, neg))
+    return out
+
+
+@pytest.mark.parametrize("est", ["ring", "ball", "ring_hcl"])
+def test_a_masked_ring_gives_the_gathered_rings_loss_and_gradient(est):
+    (e, gathered), (_, masked) = _ring_both_ways(est, **{"HCL.TAU_PLUS": 0.0})
+    assert masked.valid is not None and masked.valid.sum(1).tolist() == [gathered.logits.shape[1]] * 4
+    results = []
+    for neg in (gathered, masked):
+        loss = e.loss(neg, T)
+        results.append((loss, *torch.autograd.grad(loss, [neg.anchors, neg.pool])))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [4, 20])  # fewer hard negatives than the ring holds (11) / more
+def test_ring_mochi_on_a_masked_ring_equals_the_formula(k):
+    """The masked path's MoCHi against the loop formula on the ring's members: hard negatives the k most
+    similar (or all) ring members, most similar first, positions drawn as floor(u * available)."""
+    (e, _), (_, neg) = _ring_both_ways("ring_mochi", **{"MOCHI.NUM_HARDEST": k, "MOCHI.NUM_MIX": 5,
+                                                         "MOCHI.NUM_QUERY_MIX": 3})
+    ours = e.loss(neg, T)
+    grads = torch.autograd.grad(ours, [neg.anchors, neg.pool])
+    (_, _), (_, neg) = _ring_both_ways("ring_mochi", **{"MOCHI.NUM_HARDEST": k})
+    ref = loop_mochi_masked(neg, k, 5, 3, T)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, torch.autograd.grad(ref, [neg.anchors, neg.pool])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def loop_mochi_masked(neg: Negatives, n_hard, s, s2, tau):
+    """``loop_mochi`` for a masked ring: per anchor only the valid columns are negatives; the hard ones are
+    the min(n_hard, ring size) most similar, most similar first; positions floor(u * available) with
+    float64 uniforms, in the order i, j, a, j', b."""
+    g = torch.Generator().manual_seed(7)
+    b = neg.logits.shape[0]
+    avail = neg.valid.sum(1).clamp_max(min(n_hard, neg.logits.shape[1]))
+    def pos(count):
+        return (torch.rand(b, count, generator=g, dtype=torch.float64) * avail[:, None]).long()
+    i_all, j_all = pos(s), pos(s)
+    a_all = torch.rand(b, s, 1, generator=g)
+    jq_all = pos(s2)
+    bq_all = 0.5 * torch.rand(b, s2, 1, generator=g)
+    losses = []
+    for r in range(b):
+        cols = [c for c in range(neg.logits.shape[1]) if neg.valid[r, c]]
+        order = sorted(cols, key=lambda c: -float(neg.logits[r, c].detach()))[:int(avail[r])]
+        hard = [neg.pool[c].detach() for c in order]
+        q = neg.anchors[r]
+        synth = [F.normalize(a_all[r, t] * hard[i_all[r, t]] + (1 - a_all[r, t]) * hard[j_all[r, t]], dim=0)
+                 for t in range(s)]
+        synth += [F.normalize(bq_all[r, t] * q.detach() + (1 - bq_all[r, t]) * hard[jq_all[r, t]], dim=0)
+                  for t in range(s2)]
+        extra = torch.stack([torch.dot(q, h) for h in synth])
+        logits = torch.cat([neg.pos[r:r + 1], neg.logits[r, cols], extra]) / tau
+        losses.append(-(logits[0] - torch.logsumexp(logits, 0)))
+    return torch.stack(losses).mean()
 
 
 def test_ring_hcl_and_ring_mochi_read_the_ring():

@@ -38,13 +38,19 @@ def test_the_detector_catches_each_kind_of_sync():
 OBJECTIVES, FAMILY = ["ir", "cmc", "moco", "simclr"], ["dcl", "hcl", "mochi"]
 # every objective with NCE and Ring, and each of the family once on a queue and MoCHi on a bank; the rest slow
 FAST = [(o, e) for o in OBJECTIVES for e in ("nce", "ring")] + [("moco", e) for e in FAMILY] + [("ir", "mochi")]
-COMBOS = [pytest.param(o, e, marks=[] if (o, e) in FAST else [pytest.mark.slow])
+COMBOS = [pytest.param(o, e, "constant", marks=[] if (o, e) in FAST else [pytest.mark.slow])
           for o in OBJECTIVES for e in ("nce", "ring", *FAMILY)]
+# the adaptive schedule moves the ring with the loss on the device: a bank (draws) and a queue (mask) by
+# default, every objective with each ring estimator under -m slow
+ADAPTIVE_FAST = [("ir", "ring"), ("moco", "ring")]
+COMBOS += [pytest.param(o, e, "adaptive", marks=[] if (o, e) in ADAPTIVE_FAST else [pytest.mark.slow])
+           for o in OBJECTIVES for e in ("ring", "ball", "ring_hcl", "ring_mochi")]
 
 
-@pytest.mark.parametrize("name,est", COMBOS)
-def test_an_objective_step_has_no_host_sync(name, est):
-    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "MODEL.OUT_DIM", "16",
+@pytest.mark.parametrize("name,est,schedule", COMBOS)
+def test_an_objective_step_has_no_host_sync(name, est, schedule):
+    cfg = load_config(None, ["OBJECTIVE.NAME", name, "OBJECTIVE.ESTIMATOR", est, "RING.SCHEDULE", schedule,
+                             "RING.ADAPTIVE_WINDOW", "2", "MODEL.OUT_DIM", "16",
                              "MODEL.SMALL_STEM", "False", "MODEL.WIDTH", "16", "CMC.WIDTH", "8", "MOCO.QUEUE_SIZE", "64",
                              "BANK.NUM_NEGATIVES", "15", "RING.OUTER", "0.5",
                              "MOCHI.NUM_HARDEST", "8", "MOCHI.NUM_MIX", "8", "MOCHI.NUM_QUERY_MIX", "4"])
@@ -52,11 +58,19 @@ def test_an_objective_step_has_no_host_sync(name, est):
     obj = build_objective(cfg, dataset_size=64, global_batch=8)
     opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     x1, x2, index = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), torch.arange(8)
-    for step in range(2):  # the second step runs with the optimizer's momentum buffers in place
+    outer = []
+    if schedule == "adaptive":  # from mid-way, so that o can move either way (at 1 a rising loss holds it)
+        obj.schedule.load_state_dict({"value": 0.75, "history": []})
+    for step in range(3):  # later steps run with the optimizer's momentum buffers (and o moved) in place
         with FailOnHostSync():
             obj.set_progress(step)
             loss, stats = obj(x1, x2, index)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if obj.schedule.observes == "loss":  # what the engine's LossFeed hook does after each step
+                obj.observe(loss.detach())
+        outer.append(float(obj.outer) if obj.sampler.conditional else None)
     assert torch.isfinite(loss)
+    if schedule == "adaptive":  # it really ran on a device tensor, and it moved
+        assert isinstance(obj.outer, torch.Tensor) and outer[0] == 0.75 and len(set(outer)) > 1

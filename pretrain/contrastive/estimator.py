@@ -54,6 +54,8 @@ class Negatives:
     ``pos`` (B,) and ``logits`` (B, M) are similarities (not yet divided by the temperature), with
     gradients; ``anchors`` (B, D) are the anchors' embeddings; ``pool`` (N, D) the candidates' embeddings
     and ``indices`` (B, M) the selected rows of the pool per anchor (None: every row, in pool order).
+    ``valid`` (B, M) bool, when given: only the marked negatives count (a ring whose size is known only on
+    the device: ``samplers.py``); every loss form leaves the others out exactly.
     ``generator``: the objective's generator, for a form that draws (identical on every rank)."""
 
     anchors: torch.Tensor
@@ -61,7 +63,17 @@ class Negatives:
     logits: torch.Tensor
     pool: torch.Tensor
     indices: torch.Tensor | None
+    valid: torch.Tensor | None = None
     generator: torch.Generator | None = None
+
+    def masked_logits(self) -> torch.Tensor:
+        """The logits with -inf where ``valid`` is False: exp() of those is 0, so a sum or softmax over the
+        row is the one over the valid negatives alone, and no gradient reaches them."""
+        return self.logits if self.valid is None else self.logits.masked_fill(~self.valid, float("-inf"))
+
+    def count(self) -> int | torch.Tensor:
+        """Negatives per anchor: M, or (B,) counts of the valid ones (a device tensor)."""
+        return self.logits.shape[1] if self.valid is None else self.valid.sum(dim=1)
 
     def embeddings(self) -> torch.Tensor:
         """(B, M, D) embeddings of the selected negatives (materialised on demand: B x M x D floats)."""
@@ -79,15 +91,16 @@ def contrastive_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -
 
 def infonce(negatives: Negatives, temperature: float) -> torch.Tensor:
     """The InfoNCE/CNCE loss form (NCE, Ring and Ball)."""
-    return contrastive_loss(negatives.pos, negatives.logits, temperature)
+    return contrastive_loss(negatives.pos, negatives.masked_logits(), temperature)
 
 
 def debiased_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, tau_plus: float,
-                  beta: float = 0.0) -> torch.Tensor:
+                  beta: float = 0.0, n: int | torch.Tensor | None = None) -> torch.Tensor:
     """DCL (beta = 0) and HCL (beta > 0): -mean log(P / (P + Ng)) with Ng the (reweighted) debiased sum of the
-    N negatives' exp-similarities, clamped below at N exp(-1/tau).  pos (B,), neg (B, N): similarities."""
+    N negatives' exp-similarities, clamped below at N exp(-1/tau).  pos (B,), neg (B, M): similarities, -inf
+    for a left-out negative; ``n``: N, per row (B,) when some are left out (default M)."""
     p, s = pos.float() / temperature, neg.float() / temperature
-    n = s.shape[1]
+    n = s.shape[1] if n is None else n.to(s.dtype)
     m = torch.maximum(s.max(dim=1).values, p).detach()  # factored out of every exponential
     g = torch.exp(s - m[:, None])
     # HCL: w_j = G_j^beta / mean_k G_k^beta = N softmax(beta s)_j; the gradient flows through the weights
@@ -102,7 +115,7 @@ def debiased_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, tau_
 class MochiDraws:
     """Which hard negatives MoCHi mixes, per anchor: ``hard`` (B, k) the columns of the k most similar
     negatives, in column order (an unsorted top-k: the order within the k does not change the draws'
-    distribution); pair mixes ``alpha * h[i] + (1 - alpha) * h[j]`` (B, s); query mixes
+    distribution; with ``Negatives.valid``, most similar first); pair mixes ``alpha * h[i] + (1 - alpha) * h[j]`` (B, s); query mixes
     ``beta * q + (1 - beta) * h[jq]`` (B, s'), beta < 0.5.  Positions i, j, jq index ``hard``."""
 
     hard: torch.Tensor
@@ -115,17 +128,27 @@ class MochiDraws:
 
 def draw_mochi(negatives: Negatives, num_hardest: int, num_mix: int, num_query_mix: int) -> MochiDraws:
     """MoCHi's draws, in the order i, j, alpha, jq, beta, for the global batch from the objective's generator
-    (this rank's rows taken): the same on every rank and after a resume."""
+    (this rank's rows taken): the same on every rank and after a resume.  With ``negatives.valid`` (a ring
+    sized on the device) the hard negatives come from the valid ones, most similar first, and a row whose
+    ring holds fewer than k draws among the ones it has (float64 uniforms instead of integers)."""
     with torch.no_grad():
         b, m = negatives.logits.shape
         k = min(num_hardest, m)
-        hard = negatives.logits.detach().topk(k, dim=1, sorted=False).indices.sort(dim=1).values
         g = negatives.generator
-        dev = g.device if g is not None else hard.device
+        dev = g.device if g is not None else negatives.logits.device
         off, total = D.get_rank() * b, D.get_world_size() * b
+        if negatives.valid is None:
+            hard = negatives.logits.detach().topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+            available = None
+        else:
+            hard = negatives.masked_logits().detach().topk(k, dim=1).indices  # the valid ones first
+            available = negatives.count().clamp_max(k).unsqueeze(1)
 
         def picks(count):  # (B, count) positions among the k hardest
-            return torch.randint(k, (total, count), generator=g, device=dev)[off:off + b].to(hard.device)
+            if available is None:
+                return torch.randint(k, (total, count), generator=g, device=dev)[off:off + b].to(hard.device)
+            u = torch.rand((total, count), generator=g, device=dev, dtype=torch.float64)[off:off + b]
+            return (u.to(hard.device) * available).long().clamp_max(available - 1)
 
         def weights(count, high):  # (B, count) uniform in [0, high)
             return high * torch.rand((total, count), generator=g, device=dev)[off:off + b].to(hard.device)
@@ -224,7 +247,7 @@ def build_dcl(cfg) -> Estimator:
     """Debiased contrastive loss over uniform negatives (DCL.TAU_PLUS)."""
     tau_plus = _tau_plus(cfg.DCL.TAU_PLUS, "DCL.TAU_PLUS")
     return Estimator("dcl", SAMPLER_REGISTRY.get("uniform")(cfg),
-                     lambda neg, t: debiased_loss(neg.pos, neg.logits, t, tau_plus))
+                     lambda neg, t: debiased_loss(neg.pos, neg.logits, t, tau_plus))  # never masked: uniform
 
 
 def _hcl_with(sampler: str) -> Callable:
@@ -235,7 +258,8 @@ def _hcl_with(sampler: str) -> Callable:
                             f"{cfg.HCL.BETA}; the authors use 1.0.")
         beta = float(cfg.HCL.BETA)
         return Estimator(cfg.OBJECTIVE.ESTIMATOR, SAMPLER_REGISTRY.get(sampler)(cfg),
-                         lambda neg, t: debiased_loss(neg.pos, neg.logits, t, tau_plus, beta))
+                         lambda neg, t: debiased_loss(neg.pos, neg.masked_logits(), t, tau_plus, beta,
+                                                       None if neg.valid is None else neg.count()))
     build.__doc__ = f"Hard negatives by importance reweighting over the '{sampler}' sampler's negatives."
     return build
 
@@ -254,7 +278,7 @@ def _mochi_with(sampler: str) -> Callable:
 
         def loss(neg: Negatives, t: float) -> torch.Tensor:
             extra = mochi_logits(neg, draw_mochi(neg, n, s, s2))  # gradient into the anchor only
-            return contrastive_loss(neg.pos, torch.cat([neg.logits.float(), extra], dim=1), t)
+            return contrastive_loss(neg.pos, torch.cat([neg.masked_logits().float(), extra], dim=1), t)
         return Estimator(cfg.OBJECTIVE.ESTIMATOR, SAMPLER_REGISTRY.get(sampler)(cfg), loss)
     build.__doc__ = f"Hard negative mixing over the '{sampler}' sampler's negatives."
     return build

@@ -14,7 +14,13 @@ registered once serves IR, CMC, MoCo and SimCLR.
   (MoCo, SimCLR) every ring member is used.
 - ``ball``: the ring with ``iota = 0`` (all of the top-``o`` candidates).
 
-Selection is partial (top-k of the outer set, then top-k of the inner set inside it), never a full sort.
+Selection is partial (top-k of the outer set, then top-k of the inner set inside it), never a full sort,
+when o is a host float (every schedule but ``adaptive``).  When o is a 0-dim tensor on the device (the
+``adaptive`` schedule, which moves o with the loss without reading it on the host), the ring's size is
+not known on the host, so the selection keeps fixed shapes: each row is sorted, the ring's ranks are
+compared with bounds computed on the device, and the result is either the draws (IR, CMC: ranks drawn
+uniformly in [inner, outer)) or a boolean mask over the candidates (MoCo, SimCLR: the loss forms leave
+out what the mask excludes).  Both forms select the same ring.
 Degenerate sizes: ``outer`` is clamped to [1, N] (o * N < 1 keeps the single most similar candidate)
 and ``inner`` to at most ``outer - 1``, so the ring always holds at least one candidate.  Ties at the
 ring's edges are broken arbitrarily; the selected *scores* are always exactly those at ranks
@@ -33,7 +39,8 @@ SAMPLER_REGISTRY = Registry("SAMPLER", key="sampler", doc="""Negative samplers.
 
 A member is a builder ``fn(cfg) -> Sampler`` called with the whole resolved config.  The sampler's
 ``select(candidates, outer, num_draws=None, generator=None, rows=None)`` returns a LongTensor (B, M) of
-candidate indices per anchor row, or None for "every candidate".  It runs under ``torch.no_grad`` and
+candidate indices per anchor row, None for "every candidate", or, when ``outer`` is a device tensor and
+no draws are asked for, a BoolTensor (B, N) that marks the selected candidates.  It runs under ``torch.no_grad`` and
 may read ``candidates.blocks()`` (scores, in blocks of rows) any number of times.  Random draws use
 ``uniform_draws`` so that they are the same on every rank and after a resume.  Users choose samplers
 through an estimator (``ESTIMATOR_REGISTRY``), never directly.""")
@@ -61,6 +68,27 @@ def ring_indices(scores: torch.Tensor, outer_frac: float, inner_frac: float) -> 
     _, drop = vals.topk(inner, dim=1, sorted=False)
     keep = torch.ones_like(vals, dtype=torch.bool).scatter_(1, drop, False)
     return idx.gather(1, kept_positions(keep, outer - inner))
+
+
+def ring_bounds_on_device(n: int, outer_frac: torch.Tensor, inner_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ring_bounds`` with a 0-dim float64 tensor o: (inner, outer) as 0-dim long tensors on its device,
+    by the same float64 arithmetic (the same ranks as the host for the same o)."""
+    if n < 1:
+        raise UserError("the pool of candidate negatives is empty; check the queue, bank or batch size.")
+    outer = torch.floor(outer_frac.double() * n + 1e-9).clamp(1, n).long()
+    inner = torch.minimum(torch.floor(inner_frac * outer.double() + 1e-9).long().clamp_min(0), outer - 1)
+    return inner, outer
+
+
+def uniform_ranks(low: torch.Tensor, high: torch.Tensor, num_rows: int, k: int, device,
+                  generator: torch.Generator | None, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """(num_rows, k) integers uniform in [low, high), with replacement, for 0-dim device tensors low < high:
+    ``uniform_draws`` without the bound on the host (float64 uniforms, floored)."""
+    offset, total = rows or (0, num_rows)
+    dev = generator.device if generator is not None else device
+    u = torch.rand((total, k), generator=generator, device=dev, dtype=torch.float64)[offset:offset + num_rows]
+    size = (high - low).to(device)
+    return low.to(device) + (u.to(device) * size).long().clamp_max(size - 1)
 
 
 def kept_positions(keep: torch.Tensor, count: int) -> torch.Tensor:
@@ -137,6 +165,8 @@ class RingSampler(Sampler):
         self.inner = inner
 
     def select(self, candidates, outer=1.0, num_draws=None, generator=None, rows=None):
+        if isinstance(outer, torch.Tensor):
+            return self.select_on_device(candidates, outer, num_draws, generator, rows)
         inner_n, outer_n = ring_bounds(candidates.size, outer, self.inner)
         picks = None if num_draws is None else uniform_draws(outer_n - inner_n, candidates.num_rows, num_draws,
                                                              candidates.device, generator, rows)
@@ -144,6 +174,26 @@ class RingSampler(Sampler):
         for r0, scores in candidates.blocks():
             idx = ring_indices(scores, outer, self.inner)
             out.append(idx if picks is None else idx.gather(1, picks[r0:r0 + len(scores)]))
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def select_on_device(self, candidates, outer, num_draws=None, generator=None, rows=None):
+        """The ring for a 0-dim tensor o, in fixed shapes (a full sort per row instead of two partial
+        selections): the draws' indices, or without draws the (B, N) mask of the ring's members."""
+        n = candidates.size
+        inner_n, outer_n = ring_bounds_on_device(n, outer.to(candidates.device), self.inner)
+        if num_draws is not None:
+            picks = uniform_ranks(inner_n, outer_n, candidates.num_rows, num_draws, candidates.device, generator,
+                                  rows)
+        else:
+            ranks = torch.arange(n, device=candidates.device)
+            in_ring = (ranks >= inner_n) & (ranks < outer_n)  # by rank
+        out = []
+        for r0, scores in candidates.blocks():
+            order = scores.argsort(dim=1, descending=True)
+            if num_draws is not None:
+                out.append(order.gather(1, picks[r0:r0 + len(scores)]))
+            else:  # back from ranks to the candidates' columns
+                out.append(torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, in_ring.expand_as(order)))
         return out[0] if len(out) == 1 else torch.cat(out)
 
 

@@ -15,7 +15,8 @@ annealed schedule holds ``min``.
 - ``exponential``: ``min + (1 - min) * exp(-RING.EXP_DECAY * s)`` (decay 0.1 per step).
 - ``adaptive``: starts at 1; after each step the loss is compared with the mean of the previous
   RING.ADAPTIVE_WINDOW losses (from the second step on): above it, o += RING.ADAPTIVE_DELTA (easier);
-  below it, o -= delta (harder); equal, unchanged; clamped to [min, 1].
+  below it, o -= delta (harder); equal, unchanged; clamped to [min, 1].  Kept on the training device:
+  the loss is never read on the host for it.
 - ``adaptive_acc``: the same driven by the kNN top-1 accuracy after each monitored epoch (higher is
   better: below the mean of the previous RING.ADAPTIVE_ACC_WINDOW, o += RING.ADAPTIVE_ACC_DELTA; above,
   o -= delta); the authors' values are delta 0.05 over a window of 5.
@@ -24,15 +25,19 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..common import Registry, UserError
 
 SCHEDULE_REGISTRY = Registry("SCHEDULE", key="RING.SCHEDULE", doc="""Schedules of the ring's outer fraction.
 
 A member is a class built as ``cls(ring_cfg, iters_per_epoch)`` (the config's RING node; optimizer steps
 per epoch) whose instances are called as ``schedule(step) -> o`` in [RING.OUTER, 1], ``step`` being the
-number of optimizer steps taken.  A schedule that reads a metric sets ``observes`` to ``"loss"`` (it gets
-``observe(loss)`` after every step: a host sync) or ``"knn"`` (``observe(top1)`` after each kNN
-evaluation); ``state_dict``/``load_state_dict`` carry its state through checkpoints.""")
+number of optimizer steps taken, or as a 0-dim float64 tensor on the training device (``adaptive``: the
+samplers then select with fixed shapes, see ``samplers.py``).  A schedule that reads a metric sets
+``observes`` to ``"loss"`` (it gets ``observe(loss)`` after every step, the rank-averaged loss as a device
+tensor: no host sync) or ``"knn"`` (``observe(top1)`` after each kNN evaluation); ``place(device)`` moves
+its state to the training device; ``state_dict``/``load_state_dict`` carry it through checkpoints.""")
 
 STEP_LEVEL = 0.1  # the step policy's distance between levels
 
@@ -48,6 +53,9 @@ class Schedule:
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
+
+    def place(self, device: torch.device) -> None:
+        """Moves tensor state to the training device (called once before training)."""
 
     def observe(self, metric: float) -> None:
         pass
@@ -106,42 +114,61 @@ class Exponential(Schedule):
 
 
 class _Adaptive(Schedule):
-    """Moves o by +-delta against the mean of the last ``window`` observations (none: no move)."""
+    """Moves o by +-delta against the mean of the last ``window`` observations (none: no move).
+
+    The state is three tensors: o (float64, 0-dim), the last ``window`` observations (oldest first, the
+    last ``count`` slots filled) and ``count``.  ``observe`` is tensor arithmetic only, so with
+    ``device_resident`` the state lives on the training device, ``observe`` takes the loss as a device
+    tensor and ``__call__`` hands the sampler o as a 0-dim tensor: no host synchronisation.  float64 as
+    the authors' Python floats: the sequence of o is the one a host loop over the same losses gives."""
 
     lower_is_better = True
+    device_resident = False  # __call__ returns the 0-dim tensor (True) or a float
 
     def __init__(self, ring_cfg, iters_per_epoch, delta: float, window: int):
         super().__init__(ring_cfg, iters_per_epoch)
         self.delta, self.window = float(delta), int(window)
-        self.value, self.history = 1.0, []
+        if self.window < 1:
+            raise UserError(f"the adaptive schedule's window must be >= 1 step or evaluation, got {window}; "
+                            "set RING.ADAPTIVE_WINDOW / RING.ADAPTIVE_ACC_WINDOW.")
+        self._reset(torch.device("cpu"), 1.0, [])
+
+    def _reset(self, device, value: float, history: list[float]) -> None:
+        history = [float(x) for x in history][-self.window:]
+        self.value = torch.tensor(float(value), dtype=torch.float64, device=device)
+        self.history = torch.zeros(self.window, dtype=torch.float64, device=device)
+        if history:
+            self.history[-len(history):] = torch.tensor(history, dtype=torch.float64)
+        self.count = torch.tensor(len(history), device=device)
+
+    def place(self, device):
+        self.value, self.history, self.count = (t.to(device) for t in (self.value, self.history, self.count))
 
     def __call__(self, step):
-        return self.value
+        return self.value if self.device_resident else float(self.value)
 
     def observe(self, metric):
-        metric = float(metric)
-        if self.history:
-            recent = self.history[-self.window:]
-            mean = sum(recent) / len(recent)
-            worse = metric > mean if self.lower_is_better else metric < mean
-            better = metric < mean if self.lower_is_better else metric > mean
-            if worse:
-                self.value += self.delta  # easier: a wider ring
-            elif better:
-                self.value -= self.delta  # harder
-        self.value = min(1.0, max(self.final, self.value))
-        self.history = (self.history + [metric])[-self.window:]
+        metric = torch.as_tensor(metric).to(device=self.value.device, dtype=torch.float64).reshape(())
+        filled = torch.arange(self.window, device=self.value.device) >= self.window - self.count
+        mean = (self.history * filled).sum() / self.count.clamp_min(1)
+        worse, better = (metric > mean, metric < mean) if self.lower_is_better else (metric < mean, metric > mean)
+        # worse: easier (a wider ring), better: harder; nothing to compare with on the first observation
+        move = (worse.double() - better.double()) * (self.count > 0)
+        self.value = (self.value + self.delta * move).clamp(self.final, 1.0)
+        self.history = torch.cat([self.history[1:], metric.reshape(1)])
+        self.count = (self.count + 1).clamp_max(self.window)
 
-    def state_dict(self):
-        return {"value": self.value, "history": list(self.history)}
+    def state_dict(self):  # plain floats: read from the device only when a checkpoint is written
+        return {"value": float(self.value), "history": self.history[self.window - int(self.count):].tolist()}
 
     def load_state_dict(self, state):
-        self.value, self.history = float(state["value"]), [float(x) for x in state["history"]]
+        self._reset(self.value.device, state["value"], state["history"])
 
 
 @SCHEDULE_REGISTRY.register(name="adaptive")
 class Adaptive(_Adaptive):
     observes = "loss"
+    device_resident = True  # fed the loss tensor every step: kept where the loss is
 
     def __init__(self, ring_cfg, iters_per_epoch):
         super().__init__(ring_cfg, iters_per_epoch, ring_cfg.ADAPTIVE_DELTA, ring_cfg.ADAPTIVE_WINDOW)

@@ -53,18 +53,22 @@ class ContrastiveObjective(nn.Module):
         """The estimator's sampler (which negatives)."""
         return self.estimator.sampler
 
-    def place_generator(self, device: torch.device) -> None:
-        """Moves the draws to the training device (a CUDA generator there: no host-to-device copy per step).
-        Called once before training; the CPU keeps its CPU generator, so CPU numbers do not change."""
+    def place_state(self, device: torch.device) -> None:
+        """Moves the draws and the schedule's state to the training device (a CUDA generator there: no
+        host-to-device copy per step).  Called once before training; the CPU keeps its CPU generator, so
+        CPU numbers do not change."""
         if torch.device(device).type != self.generator.device.type:
             self.generator = torch.Generator(device=device).manual_seed(self._generator_seed)
+        self.schedule.place(device)
 
     def set_progress(self, step: int) -> None:
-        """Before optimizer step ``step`` (0-based): the ring's outer fraction for it."""
+        """Before optimizer step ``step`` (0-based): the ring's outer fraction for it (a float, or a 0-dim
+        device tensor for a schedule that adapts to the loss)."""
         self.outer = self.schedule(step)
 
-    def observe(self, metric: float) -> None:
-        """Feeds the schedule what it adapts to (``schedule.observes``: the loss, or the kNN accuracy)."""
+    def observe(self, metric) -> None:
+        """Feeds the schedule what it adapts to (``schedule.observes``: the loss as a device tensor, or the
+        kNN accuracy)."""
         self.schedule.observe(metric)
 
     def negatives_from_scores(self, anchors: torch.Tensor, pos: torch.Tensor, scores: torch.Tensor,
@@ -74,6 +78,8 @@ class ContrastiveObjective(nn.Module):
         ``pool`` holds the candidates' embeddings; ``pool_rows`` (B, N), when given, maps each score column
         to its row of ``pool`` (SimCLR's candidates leave out the anchor and its positive)."""
         idx = self.sampler.select(Candidates.from_scores(scores.detach()), self.outer)
+        if idx is not None and idx.dtype == torch.bool:  # a ring sized on the device: every column, masked
+            return Negatives(anchors, pos, scores, pool, pool_rows, valid=idx)
         logits = scores if idx is None else scores.gather(1, idx)
         if pool_rows is None:
             return Negatives(anchors, pos, logits, pool, idx)
@@ -105,15 +111,18 @@ class ContrastiveObjective(nn.Module):
         negatives.generator = self.generator
         return self.estimator.loss(negatives, self.temperature)
 
-    def step_stats(self, neg: torch.Tensor) -> dict:
-        stats = {"negatives": neg.shape[1]}
+    def step_stats(self, negatives: Negatives) -> dict:
+        """Negatives per anchor (their mean, a device tensor, for a ring sized on the device) and the ring's o:
+        values the engine reads only at log steps."""
+        count = negatives.count()
+        stats = {"negatives": count if isinstance(count, int) else count.float().mean()}
         if self.sampler.conditional:
             stats["outer"] = self.outer
         return stats
 
     def extra_state(self) -> dict:
         return {"schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
-                "outer": self.outer}
+                "outer": float(self.outer)}
 
     def load_extra_state(self, state: dict) -> None:
         self.schedule.load_state_dict(state["schedule"])

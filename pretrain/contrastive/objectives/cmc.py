@@ -68,5 +68,5 @@ class CMC(ContrastiveObjective):
         self.bank_l.update(all_index, D.all_gather_cat(z_l.detach().float()))
         self.bank_ab.update(all_index, D.all_gather_cat(z_ab.detach().float()))
         # the per-direction losses stay tensors: the engine reads them only at log steps
-        return loss_l + loss_ab, {**self.step_stats(neg_l.logits), "loss_l": loss_l.detach(),
+        return loss_l + loss_ab, {**self.step_stats(neg_l), "loss_l": loss_l.detach(),
                                   "loss_ab": loss_ab.detach()}

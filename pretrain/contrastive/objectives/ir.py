@@ -31,4 +31,4 @@ class InstanceDiscrimination(ContrastiveObjective):
         neg = self.negatives_from_bank(z, self.memory, index)  # fp32 inside, even under autocast
         loss = self.loss(neg)
         self.memory.update(D.all_gather_cat(index), D.all_gather_cat(z.detach().float()))
-        return loss, self.step_stats(neg.logits)
+        return loss, self.step_stats(neg)

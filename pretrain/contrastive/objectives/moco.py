@@ -88,4 +88,4 @@ class MoCo(ContrastiveObjective):
             neg = self.negatives_from_scores(q, pos, q @ keys.float().t(), keys)
             loss = self.loss(neg)
         self.queue.enqueue(D.all_gather_cat(k.float()))
-        return loss, self.step_stats(neg.logits)
+        return loss, self.step_stats(neg)

@@ -46,4 +46,4 @@ class SimCLR(ContrastiveObjective):
         pool_rows = kept_positions(keep, pool.shape[0] - 2)  # without boolean-mask indexing (no host sync)
         candidates = scores.gather(1, pool_rows)
         neg = self.negatives_from_scores(z, pos, candidates, pool, pool_rows)
-        return self.loss(neg), self.step_stats(neg.logits)
+        return self.loss(neg), self.step_stats(neg)
