@@ -6,7 +6,8 @@ cannot (a missing package, no CUDA, no disk), prints one line saying why and mov
               img/s of the model step on GPU-resident tensors (interleaved rounds, median), Ring/NCE ratio;
 - moco_e2e:   the same with the real loader (ImageFolder JPEGs at ImageNet-like sizes, decoded and augmented
               by CPU workers; and with DATA.DECODE_ON device: nvJPEG decode and batched augmentation on the GPU);
-- ir_bank:    IR's ring over a 1,281,167 x 128 bank, batch 256, 4,095 draws: ms per selection;
+- ir_bank:    IR's ring over a 1,281,167 x 128 bank, batch 256, 4,095 draws, and MoCo's over the queue: ms per
+              selection, with o a host float and with o on the device (the adaptive schedule's sort);
 - detectron2: Mask R-CNN R50-FPN on the synthetic scenes upsampled to 800 px: s/iter;
 - probe:      the cached-feature linear probe, one epoch over 1.28M x 2048 fp16 features on the device.
 
@@ -97,11 +98,9 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
     import torch
     from torch.utils.data import DataLoader
 
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     from benchmarks.loader_throughput import write_jpegs
     from pretrain.augment import EncodedImages, TwoViewDataset, build_batch_augment, build_train_transform, \
-        collate_encoded
+        collate_encoded, decode_batch
     from pretrain.data.imagefolder import ImageFolderDataset
 
     out = []
@@ -121,7 +120,7 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
             n, t0 = 0, None
             for b, (v1, v2, _, _) in enumerate(loader):
                 if where == "device":
-                    images = decode_jpeg(v1, mode=ImageReadMode.RGB, device=device)
+                    images = decode_batch(v1, device)
                     v1, v2 = aug(images, 2 * b), aug(images, 2 * b + 1)
                 v1 = v1.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 v2 = v2.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -139,6 +138,8 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
 
 
 def ir_bank(S, device) -> list[tuple[str, str]]:
+    """The ring's selection alone: IR's draws over the bank and MoCo's over the queue, each with o a host
+    float (constant/annealed schedules: partial top-k) and a device tensor (adaptive: a sort per row)."""
     import torch
     import torch.nn.functional as F
 
@@ -147,17 +148,27 @@ def ir_bank(S, device) -> list[tuple[str, str]]:
     g = torch.Generator(device=device).manual_seed(0)
     bank = F.normalize(torch.randn(S["bank"], 128, device=device, generator=g), dim=1)
     z = F.normalize(torch.randn(S["batch"], 128, device=device, generator=g), dim=1)
-    sampler, gen = RingSampler(0.1), torch.Generator().manual_seed(1)
-    sampler.select(Candidates.from_bank(z, bank, 2 ** 25), 0.1, 4095, gen)
-    times = []
-    for _ in range(5):
-        _sync(device)
-        t0 = time.perf_counter()
-        sampler.select(Candidates.from_bank(z, bank, 2 ** 25), 0.1, 4095, gen)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return [(f"IR ring over a {S['bank']:,} x 128 bank, batch {S['batch']} (ms/step)",
-             f"{1e3 * statistics.median(times):.1f}")]
+    queue_scores = z @ F.normalize(torch.randn(S["queue"], 128, device=device, generator=g), dim=1).t()
+    sampler, gen = RingSampler(0.1), torch.Generator(device=device).manual_seed(1)
+    o_dev = torch.tensor(0.1, dtype=torch.float64, device=device)
+
+    def ms(select):
+        select()  # warm-up
+        times = []
+        for _ in range(5):
+            _sync(device)
+            t0 = time.perf_counter()
+            select()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        return f"{1e3 * statistics.median(times):.1f}"
+    rows = []
+    for label, o in (("", 0.1), (", o on the device", o_dev)):
+        rows.append((f"IR ring over a {S['bank']:,} x 128 bank, batch {S['batch']}{label} (ms/step)",
+                     ms(lambda: sampler.select(Candidates.from_bank(z, bank, 2 ** 25), o, 4095, gen))))
+        rows.append((f"MoCo ring selection, K = {S['queue']:,}, batch {S['batch']}{label} (ms/step)",
+                     ms(lambda: sampler.select(Candidates.from_scores(queue_scores), o))))
+    return rows
 
 
 def detectron2_section(S, device) -> list[tuple[str, str]]:

@@ -61,9 +61,8 @@ def measure_device_form(root: Path, batch: int) -> float:
     """DATA.DECODE_ON device on this CPU, one thread: read bytes -> decode_jpeg -> two batched views."""
     import torch
     from torch.utils.data import DataLoader
-    from torchvision.io import ImageReadMode, decode_jpeg
 
-    from pretrain.augment import EncodedImages, build_batch_augment, collate_encoded
+    from pretrain.augment import EncodedImages, build_batch_augment, collate_encoded, decode_batch
 
     torch.set_num_threads(1)
     ds = EncodedImages(ImageFolderDataset(root, "train"), "imagefolder")
@@ -71,7 +70,7 @@ def measure_device_form(root: Path, batch: int) -> float:
     aug = build_batch_augment("mocov2", 224)
     t0, n = None, 0
     for step, (files, _, _, _) in enumerate(loader):
-        images = decode_jpeg(files, mode=ImageReadMode.RGB, device="cpu")
+        images = decode_batch(files, "cpu")
         v1, v2 = aug(images, seed=2 * step), aug(images, seed=2 * step + 1)
         if t0 is None:  # the first batch is the warm-up
             t0 = time.perf_counter()

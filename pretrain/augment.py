@@ -8,10 +8,12 @@ the views an uninterrupted run would have seen.
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
 from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from . import batch_augment as BA
 from .common import Registry, UserError
@@ -278,9 +280,32 @@ class EncodedImages(Dataset):
         return data, NO_VIEW, i, label
 
 
+class EncodedBatch(NamedTuple):
+    """A batch of JPEG files as one flat uint8 tensor and each file's length: one shared-memory tensor per
+    batch crosses from a loader worker (a list of B small tensors needs one file descriptor each and
+    stalled the loader with workers)."""
+
+    data: torch.Tensor
+    lengths: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def files(self) -> list[torch.Tensor]:
+        """Each file's bytes: 1-D views into ``data``."""
+        return list(torch.split(self.data, self.lengths.tolist()))
+
+
 def collate_encoded(batch: list) -> tuple:
-    """EncodedImages items -> (list of byte tensors, then the rest collated as usual)."""
-    return ([item[0] for item in batch], *default_collate([item[1:] for item in batch]))
+    """EncodedImages items -> (an ``EncodedBatch``, then the rest collated as usual)."""
+    files = [item[0] for item in batch]
+    encoded = EncodedBatch(torch.cat(files), torch.tensor([len(f) for f in files], dtype=torch.long))
+    return (encoded, *default_collate([item[1:] for item in batch]))
+
+
+def decode_batch(batch: EncodedBatch, device) -> list[torch.Tensor]:
+    """The batch's JPEGs decoded to RGB uint8 (3, H, W) tensors on ``device`` (nvJPEG on CUDA)."""
+    return decode_jpeg(batch.files(), mode=ImageReadMode.RGB, device=device)
 
 
 class TransformedDataset(Dataset):

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from . import distributed as D
 from .augment import (NO_VIEW, EncodedImages, RawImages, TransformedDataset, TwoViewDataset, build_batch_augment,
-                      build_train_transform, collate_encoded, eval_transform)
+                      build_train_transform, collate_encoded, decode_batch, eval_transform)
 from .backbones import Encoder
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .common import resolve_device
@@ -200,7 +199,7 @@ class Trainer:
         rank, view), so that a resumed run draws what an uninterrupted one would have.  DATA.DECODE_ON device:
         ``images`` is a list of JPEG files' bytes, decoded here once for both views."""
         if self.decode_on_device:
-            images = decode_jpeg(images, mode=ImageReadMode.RGB, device=self.device)
+            images = decode_batch(images, self.device)
         else:
             images = images.to(self.device, non_blocking=True)
         views = [self.device_augment(images, derive_seed(self.cfg.SEED, self.epoch, self.batch_in_epoch, self.rank, v))

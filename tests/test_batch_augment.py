@@ -1,5 +1,7 @@
 """DATA.AUGMENT_ON device: the batched tensor form of every shipped pipeline, against the PIL path's statistics
 (the CPU form of what runs on a GPU)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,20 +112,41 @@ def _jpegs(root, sizes, per_class=4):
 def test_decoding_on_the_device_matches_the_pil_path(tmp_path):
     """DATA.DECODE_ON device: decode_jpeg (CPU form here) gives PIL's pixels, and the views of images of
     different sizes follow the PIL pipeline's statistics."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    from pretrain.augment import EncodedImages, collate_encoded
+    from pretrain.augment import EncodedImages, collate_encoded, decode_batch
     from pretrain.data import ImageFolderDataset
 
     _jpegs(tmp_path, [(48, 36), (30, 64), (40, 40)])
     ds = ImageFolderDataset(tmp_path, "train")
     files, _, index, labels = collate_encoded([EncodedImages(ds, "imagefolder")[i] for i in range(len(ds))])
-    decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device="cpu")
+    decoded = decode_batch(files, "cpu")
     assert [tuple(d.shape[1:]) for d in decoded[:3]] == [(36, 48), (64, 30), (40, 40)]
     assert index.tolist() == list(range(12)) and labels.tolist() == ds.targets
     for d, i in zip(decoded, range(len(ds))):
         assert (d.float() - pil_to_tensor(ds[i][0]).float()).abs().mean() < 1.0  # the same libjpeg decode
     _assert_views_match_pil("mocov2", 32, [ds[i][0] for i in range(len(ds))], decoded, reps=64, stack=False)
+
+
+@pytest.mark.timeout(90)  # the failure this guards against is a stalled loader
+def test_jpeg_batches_cross_from_loader_workers_intact(tmp_path):
+    """With DATA.DECODE_ON device the workers hand over the files' bytes: one flat tensor per batch (a list of
+    small tensors, one shared-memory file descriptor each, stalled a 2-worker loader here); every file's
+    bytes arrive unchanged, in the batch's order."""
+    from torch.utils.data import DataLoader
+
+    from pretrain.augment import EncodedImages, collate_encoded
+    from pretrain.data import ImageFolderDataset
+
+    paths = _jpegs(tmp_path, [(48, 36), (30, 64), (40, 40), (20, 24)])
+    ds = ImageFolderDataset(tmp_path, "train")
+    loader = DataLoader(EncodedImages(ds, "imagefolder"), batch_size=4, num_workers=2, collate_fn=collate_encoded,
+                        shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = 0
+    for files, _, index, _ in loader:
+        assert len(files) == len(index) == 4
+        for f, i in zip(files.files(), index.tolist()):
+            assert f.tolist() == list(Path(ds.samples[i][0]).read_bytes())
+            seen += 1
+    assert seen == len(ds) == len(paths)
 
 
 def test_pretraining_decodes_jpegs_on_the_device_and_resumes_exactly(tmp_path, tiny_opts):

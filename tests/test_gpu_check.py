@@ -7,12 +7,15 @@ from tests.conftest import ROOT
 
 
 def test_the_gpu_check_runs_every_section_at_toy_size_on_cpu():
-    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--toy", "--device", "cpu", "--workers", "0"],
+    # loader workers as on the GPU machine (with a list of byte tensors per batch, 2 workers stalled here)
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--toy", "--device", "cpu", "--workers", "2"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     table = out.stdout
     for row in ("MoCo step NCE (img/s)", "Ring/NCE step time", "end to end, decode + augment in the workers",
-                "end to end, decode + augment on the device", "IR ring over a 2,048 x 128 bank", "Detectron2 Mask R-CNN R50",
+                "end to end, decode + augment on the device", "IR ring over a 2,048 x 128 bank",
+                "IR ring over a 2,048 x 128 bank, batch 8, o on the device", "MoCo ring selection, K = 64, batch 8, o on",
+                "Detectron2 Mask R-CNN R50",
                 "linear probe, one epoch"):
         assert row in table, (row, table, out.stderr[-2000:])
     assert "failed" not in table, table
