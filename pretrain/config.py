@@ -93,6 +93,9 @@ def get_defaults() -> CfgNode:
     C.MOCO.MOMENTUM = 0.999
     C.MOCO.SHUFFLE_BN = True
     C.MOCO.BN_SPLITS = 8  # one process: BatchNorm over this many sub-batches (capped at batch/2; DDP: each rank is one)
+    # how the sub-batches run (the same numbers either way): one | per_split | auto (one pass on a GPU; on a CPU
+    # one pass per sub-batch from 16 images up, where smaller passes run faster)
+    C.MOCO.BN_PASSES = "auto"
 
     C.BANK = CfgNode()  # memory-bank objectives (ir, cmc)
     C.BANK.MOMENTUM = 0.0  # M[i] <- normalize(m * M[i] + (1 - m) * z); 0 in the paper's code, 0.5 in the original IR
@@ -293,7 +296,8 @@ def config_from_yaml_str(text: str) -> CfgNode:
 
 # Keys that do not change what a run measures: the seed (it varies within a table cell), where things are
 # read or written, how the run is logged and checkpointed, and the memory layout.
-NOT_RESULT_KEYS = ("SEED", "DEVICE", "OUTPUT_DIR", "DATA.ROOT", "DATA.NUM_WORKERS", "MODEL.CHANNELS_LAST", "LOG.",
+NOT_RESULT_KEYS = ("SEED", "DEVICE", "OUTPUT_DIR", "DATA.ROOT", "DATA.NUM_WORKERS", "MODEL.CHANNELS_LAST", "MOCO.BN_PASSES",
+                   "LOG.",
                    "CHECKPOINT.")
 
 

@@ -52,3 +52,30 @@ def test_other_batchnorms_are_left_alone():
     mixed = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Flatten(), nn.BatchNorm1d(4 * 9))
     assert not split_batchnorm_(mixed, 2)
     assert type(mixed[1]) is nn.BatchNorm2d  # nothing converted: the caller keeps a pass per sub-batch
+
+
+def test_moco_runs_its_sub_batches_as_bn_passes_says():
+    """MOCO.BN_PASSES: auto is one pass for small sub-batches on a CPU and a pass per sub-batch from 16 images;
+    one and per_split force it; both give MoCo the same loss from the same weights."""
+    from pretrain.common import UserError
+    from pretrain.contrastive.objectives import build_objective
+
+    def moco(batch, passes):
+        cfg = load_config(None, ["MODEL.SMALL_STEM", "True", "MODEL.WIDTH", "8", "MODEL.OUT_DIM", "16",
+                                 "MOCO.QUEUE_SIZE", str(4 * batch), "MOCO.BN_PASSES", passes, "DEVICE", "cpu"])
+        torch.manual_seed(0)
+        return build_objective(cfg, 1000, batch)
+
+    def splits(obj):
+        return any(isinstance(m, SplitBatchNorm2d) for m in obj.encoder_q.modules())
+
+    assert (moco(64, "auto").split_passes, splits(moco(64, "auto"))) == (1, True)  # 8 images per sub-batch
+    assert (moco(128, "auto").split_passes, splits(moco(128, "auto"))) == (8, False)  # 16
+    assert moco(128, "one").split_passes == 1 and moco(64, "per_split").split_passes == 8
+    x = torch.randn(2, 128, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    one, each = moco(128, "one"), moco(128, "per_split")
+    each.load_state_dict(one.state_dict())
+    (a, _), (b, _) = one(*x), each(*x)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    with pytest.raises(UserError, match="MOCO.BN_PASSES"):
+        moco(64, "twice")

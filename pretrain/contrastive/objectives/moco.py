@@ -5,7 +5,8 @@ Shuffle-BN: a query and its positive key must not share BatchNorm statistics, or
 the images.  Under DDP the keys' batch is gathered from all ranks, permuted, and each rank encodes a
 slice.  On one process the same is emulated with ``MOCO.BN_SPLITS`` sub-batches (MoCo's single-GPU
 CIFAR practice): both encoders compute BatchNorm per sub-batch, the keys in a shuffled order, in one pass
-of each encoder (``pretrain.split_batchnorm``: only the BatchNorm layers split the batch).
+of each encoder (``pretrain.split_batchnorm``: only the BatchNorm layers split the batch), or in one pass
+per sub-batch where that runs faster (``MOCO.BN_PASSES``).
 """
 from __future__ import annotations
 
@@ -15,10 +16,29 @@ import torch
 
 from ... import distributed as D
 from ...backbones import build_encoder
+from ...common import UserError, resolve_device
 from ...split_batchnorm import split_batchnorm_
 from ..pools import Queue
 from . import OBJECTIVE_REGISTRY
 from .base import ContrastiveObjective, full_precision
+
+
+CPU_PASS_MIN = 16  # images per sub-batch from which a pass per sub-batch beats one pass on a CPU
+
+
+def bn_passes(cfg, sub_batch: int) -> str:
+    """MOCO.BN_PASSES resolved: "one" (SplitBatchNorm2d, one pass of the whole batch) or "per_split" (plain
+    BatchNorm, one pass per sub-batch); the outputs are bit-identical and the gradients agree to rounding.
+    ``auto``: one pass on a GPU; on a CPU per sub-batch from CPU_PASS_MIN images up (ResNet-18, 32 px,
+    measured on 2 cores: one pass 1.29x faster at batch 64 with 8 splits, per sub-batch 1.04x at 128 and
+    1.26x at 256: the smaller passes stay in cache)."""
+    mode = str(cfg.MOCO.BN_PASSES)
+    if mode not in ("auto", "one", "per_split"):
+        raise UserError(f"MOCO.BN_PASSES must be auto, one or per_split, got '{mode}'.")
+    if mode != "auto":
+        return mode
+    on_cpu = resolve_device(cfg.DEVICE).type == "cpu"
+    return "per_split" if on_cpu and sub_batch >= CPU_PASS_MIN else "one"
 
 
 @OBJECTIVE_REGISTRY.register(name="moco")
@@ -38,8 +58,9 @@ class MoCo(ContrastiveObjective):
         # sub-batches in one pass when every BatchNorm can split; otherwise one encoder pass per sub-batch
         self.split_passes = 1
         if self.bn_splits > 1 and not D.is_dist():  # under DDP each rank is one sub-batch
-            if not (split_batchnorm_(self.encoder_q, self.bn_splits) and split_batchnorm_(self.encoder_k,
-                                                                                          self.bn_splits)):
+            one_pass = bn_passes(cfg, local_batch // self.bn_splits) == "one"
+            if not (one_pass and split_batchnorm_(self.encoder_q, self.bn_splits)
+                    and split_batchnorm_(self.encoder_k, self.bn_splits)):
                 self.split_passes = self.bn_splits
 
     @property
