@@ -107,16 +107,24 @@ def loop_mochi(neg: Negatives, n_hard, s, s2, tau):
         order = sorted(sorted(range(m), key=lambda c: -float(neg.logits[r, c].detach()))[:k])  # column order
         rows = [order[c] if neg.indices is None else int(neg.indices[r, order[c]]) for c in range(k)]
         hard = [neg.pool[row].detach() for row in rows]
-        q = neg.anchors[r]
-        synth = [F.normalize(a_all[r, t] * hard[i_all[r, t]] + (1 - a_all[r, t]) * hard[j_all[r, t]], dim=0)
-                 for t in range(s)]
-        synth += [F.normalize(bq_all[r, t] * q.detach() + (1 - bq_all[r, t]) * hard[jq_all[r, t]], dim=0)
-                  for t in range(s2)]
-        count.append(len(synth))
-        extra = torch.stack([torch.dot(q, h) for h in synth]) if synth else neg.logits.new_zeros(0)
-        logits = torch.cat([neg.pos[r:r + 1], neg.logits[r], extra]) / tau
-        losses.append(-(logits[0] - torch.logsumexp(logits, 0)))
+        loss, n_synth = row_mochi_loss(neg, r, neg.logits[r], hard, (i_all, j_all, a_all, jq_all, bq_all), tau)
+        losses.append(loss)
+        count.append(n_synth)
     return torch.stack(losses).mean(), count
+
+
+def row_mochi_loss(neg: Negatives, r, negatives, hard, draws, tau):
+    """Anchor r's InfoNCE term with its mixes appended: pair mixes a h_i + (1 - a) h_j and query mixes
+    b q + (1 - b) h_j' of the hard embeddings, L2-normalised and detached; (loss, number of mixes)."""
+    i_all, j_all, a_all, jq_all, bq_all = draws
+    q = neg.anchors[r]
+    synth = [F.normalize(a_all[r, t] * hard[i_all[r, t]] + (1 - a_all[r, t]) * hard[j_all[r, t]], dim=0)
+             for t in range(i_all.shape[1])]
+    synth += [F.normalize(bq_all[r, t] * q.detach() + (1 - bq_all[r, t]) * hard[jq_all[r, t]], dim=0)
+              for t in range(jq_all.shape[1])]
+    extra = torch.stack([torch.dot(q, h) for h in synth]) if synth else negatives.new_zeros(0)
+    logits = torch.cat([neg.pos[r:r + 1], negatives, extra]) / tau
+    return -(logits[0] - torch.logsumexp(logits, 0)), len(synth)
 
 
 @pytest.mark.parametrize("drawn", [False, True])  # the whole pool (queue, batch) / negatives drawn from a bank
@@ -262,14 +270,7 @@ def loop_mochi_masked(neg: Negatives, n_hard, s, s2, tau):
         cols = [c for c in range(neg.logits.shape[1]) if neg.valid[r, c]]
         order = sorted(cols, key=lambda c: -float(neg.logits[r, c].detach()))[:int(avail[r])]
         hard = [neg.pool[c].detach() for c in order]
-        q = neg.anchors[r]
-        synth = [F.normalize(a_all[r, t] * hard[i_all[r, t]] + (1 - a_all[r, t]) * hard[j_all[r, t]], dim=0)
-                 for t in range(s)]
-        synth += [F.normalize(bq_all[r, t] * q.detach() + (1 - bq_all[r, t]) * hard[jq_all[r, t]], dim=0)
-                  for t in range(s2)]
-        extra = torch.stack([torch.dot(q, h) for h in synth])
-        logits = torch.cat([neg.pos[r:r + 1], neg.logits[r, cols], extra]) / tau
-        losses.append(-(logits[0] - torch.logsumexp(logits, 0)))
+        losses.append(row_mochi_loss(neg, r, neg.logits[r, cols], hard, (i_all, j_all, a_all, jq_all, bq_all), tau)[0])
     return torch.stack(losses).mean()
 
 
