@@ -7,7 +7,7 @@ runs in its own process (peak memory = that process's max RSS plus its workers')
 - model step only: the same step on a fixed, pre-made batch (no data loading).
 ringnce runs twice: as configured by default (MoCo's shuffle-BN emulated on one process with MOCO.BN_SPLITS
 sub-batches, work lightly's recipe does not do: BatchNorm statistics per sub-batch in one pass, or on a CPU
-one pass per sub-batch from 16 images up, MOCO.BN_PASSES auto) and with MOCO.SHUFFLE_BN False
+one pass per sub-batch from 32 images up, MOCO.BN_PASSES auto) and with MOCO.SHUFFLE_BN False
 (the same computation as lightly's).  Both use the engine's channels-last memory format.  Every
 measurement is repeated in interleaved rounds (the order of the three rotated each round), so that a
 slow spell of the machine does not land on one side only.

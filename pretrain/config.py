@@ -94,7 +94,7 @@ def get_defaults() -> CfgNode:
     C.MOCO.SHUFFLE_BN = True
     C.MOCO.BN_SPLITS = 8  # one process: BatchNorm over this many sub-batches (capped at batch/2; DDP: each rank is one)
     # how the sub-batches run (the same numbers either way): one | per_split | auto (one pass on a GPU; on a CPU
-    # one pass per sub-batch from 16 images up, where smaller passes run faster)
+    # one pass per sub-batch from 32 images up, where smaller passes run faster)
     C.MOCO.BN_PASSES = "auto"
 
     C.BANK = CfgNode()  # memory-bank objectives (ir, cmc)

@@ -55,7 +55,7 @@ def test_other_batchnorms_are_left_alone():
 
 
 def test_moco_runs_its_sub_batches_as_bn_passes_says():
-    """MOCO.BN_PASSES: auto is one pass for small sub-batches on a CPU and a pass per sub-batch from 16 images;
+    """MOCO.BN_PASSES: auto is one pass for small sub-batches on a CPU and a pass per sub-batch from 32 images;
     one and per_split force it; both give MoCo the same loss from the same weights."""
     from pretrain.common import UserError
     from pretrain.contrastive.objectives import build_objective
@@ -69,8 +69,8 @@ def test_moco_runs_its_sub_batches_as_bn_passes_says():
     def splits(obj):
         return any(isinstance(m, SplitBatchNorm2d) for m in obj.encoder_q.modules())
 
-    assert (moco(64, "auto").split_passes, splits(moco(64, "auto"))) == (1, True)  # 8 images per sub-batch
-    assert (moco(128, "auto").split_passes, splits(moco(128, "auto"))) == (8, False)  # 16
+    assert (moco(128, "auto").split_passes, splits(moco(128, "auto"))) == (1, True)  # 16 images per sub-batch
+    assert (moco(256, "auto").split_passes, splits(moco(256, "auto"))) == (8, False)  # 32
     assert moco(128, "one").split_passes == 1 and moco(64, "per_split").split_passes == 8
     x = torch.randn(2, 128, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     one, each = moco(128, "one"), moco(128, "per_split")
