@@ -288,9 +288,6 @@ class EncodedBatch(NamedTuple):
     data: torch.Tensor
     lengths: torch.Tensor
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
     def files(self) -> list[torch.Tensor]:
         """Each file's bytes: 1-D views into ``data``."""
         return list(torch.split(self.data, self.lengths.tolist()))

@@ -142,7 +142,7 @@ def test_jpeg_batches_cross_from_loader_workers_intact(tmp_path):
                         shuffle=True, generator=torch.Generator().manual_seed(0))
     seen = 0
     for files, _, index, _ in loader:
-        assert len(files) == len(index) == 4
+        assert len(files.lengths) == len(index) == 4
         for f, i in zip(files.files(), index.tolist()):
             assert f.tolist() == list(Path(ds.samples[i][0]).read_bytes())
             seen += 1

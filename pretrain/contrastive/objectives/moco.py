@@ -32,7 +32,7 @@ def bn_passes(cfg, sub_batch: int) -> str:
     ``auto``: one pass on a GPU; on a CPU per sub-batch from CPU_PASS_MIN images up (ResNet-18, 32 px,
     measured on 2 cores: one pass 1.29x faster at batch 64 with 8 splits, per sub-batch 1.04x at 128 and
     1.26x at 256: the smaller passes stay in cache; but the default suite, batch 64 in 4 sub-batches of 16,
-    pretrained in 71-83 s per run with a pass per sub-batch against ~58 s in one pass)."""
+    pretrained in 71-83 s per run with a pass per sub-batch against 54-65 s in one pass, one demo run each)."""
     mode = str(cfg.MOCO.BN_PASSES)
     if mode not in ("auto", "one", "per_split"):
         raise UserError(f"MOCO.BN_PASSES must be auto, one or per_split, got '{mode}'.")
@@ -58,8 +58,8 @@ class MoCo(ContrastiveObjective):
         self.bn_splits = max(1, min(int(cfg.MOCO.BN_SPLITS), local_batch // 2)) if self.shuffle_bn else 1
         # sub-batches in one pass when every BatchNorm can split; otherwise one encoder pass per sub-batch
         self.split_passes = 1
+        one_pass = bn_passes(cfg, local_batch // self.bn_splits) == "one"  # checks MOCO.BN_PASSES in any case
         if self.bn_splits > 1 and not D.is_dist():  # under DDP each rank is one sub-batch
-            one_pass = bn_passes(cfg, local_batch // self.bn_splits) == "one"
             if not (one_pass and split_batchnorm_(self.encoder_q, self.bn_splits)
                     and split_batchnorm_(self.encoder_k, self.bn_splits)):
                 self.split_passes = self.bn_splits
