@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pretrain.config import load_config  # noqa: E402
-from pretrain.contrastive.estimator import ESTIMATOR_REGISTRY  # noqa: E402
+from pretrain.contrastive.estimators import ESTIMATOR_REGISTRY  # noqa: E402
 from pretrain.contrastive.objectives import build_objective  # noqa: E402
 
 

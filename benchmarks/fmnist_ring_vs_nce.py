@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pretrain.cli import main as pretrain_main  # noqa: E402
-from pretrain.lincls import run_lincls  # noqa: E402
+from pretrain.evaluation.linear import run_lincls  # noqa: E402
 
 OBJECTIVE_OPTS = {"moco": [], "ir": ["OBJECTIVE.NAME", "ir", "DATA.AUGMENT", "ir", "BANK.NUM_NEGATIVES", "1023"]}
 

@@ -99,9 +99,9 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
     from torch.utils.data import DataLoader
 
     from benchmarks.loader_throughput import write_jpegs
-    from pretrain.augment import EncodedImages, TwoViewDataset, build_batch_augment, build_train_transform, \
-        collate_encoded, decode_batch
     from pretrain.data.imagefolder import ImageFolderDataset
+    from pretrain.data.transforms import build_batch_augment, build_train_transform, collate_encoded, decode_batch
+    from pretrain.data.views import EncodedImages, TwoViewDataset
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +143,9 @@ def ir_bank(S, device) -> list[tuple[str, str]]:
     import torch
     import torch.nn.functional as F
 
-    from pretrain.contrastive.samplers import Candidates, RingSampler
+    from pretrain.contrastive.samplers import Candidates
+
+    from pretrain.contrastive.samplers.ring import RingSampler
 
     g = torch.Generator(device=device).manual_seed(0)
     bank = F.normalize(torch.randn(S["bank"], 128, device=device, generator=g), dim=1)
@@ -212,8 +214,8 @@ def probe(S, device) -> list[tuple[str, str]]:
     import numpy as np
     import torch
 
-    from pretrain.evaluate import train_linear_probe
-    from pretrain.feature_cache import FeatureCache
+    from pretrain.evaluation.features import FeatureCache
+    from pretrain.evaluation.linear import train_linear_probe
 
     n, d = S["probe_n"], S["probe_dim"]
     with tempfile.TemporaryDirectory() as tmp:

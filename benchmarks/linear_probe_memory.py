@@ -4,7 +4,7 @@
     python benchmarks/linear_probe_memory.py --sizes 20000 80000 --dim 512
 
 Each size runs in its own process: synthetic float16 features are written to a memory-mapped cache
-(``pretrain/feature_cache.py``), then one epoch of the probe (batch 256, 1000 classes) streams them.
+(``pretrain/evaluation/features.py``), then one epoch of the probe (batch 256, 1000 classes) streams them.
 Reported: peak RssAnon (anonymous memory, sampled every 5 ms; mapped file pages count in plain RSS, not
 here) during the epoch, and seconds per epoch.  One run per size.
 """
@@ -34,8 +34,8 @@ def one_size(n: int, dim: int, classes: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from pretrain.evaluate import train_linear_probe
-    from pretrain.feature_cache import FeatureCache
+    from pretrain.evaluation.features import FeatureCache
+    from pretrain.evaluation.linear import train_linear_probe
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cache"

@@ -26,7 +26,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pretrain.augment import TwoViewDataset, build_train_transform  # noqa: E402
+from pretrain.data.views import TwoViewDataset
+
+from pretrain.data.transforms import build_train_transform  # noqa: E402
 from pretrain.data.imagefolder import ImageFolderDataset  # noqa: E402
 
 
@@ -62,7 +64,9 @@ def measure_device_form(root: Path, batch: int) -> float:
     import torch
     from torch.utils.data import DataLoader
 
-    from pretrain.augment import EncodedImages, build_batch_augment, collate_encoded, decode_batch
+    from pretrain.data.views import EncodedImages, collate_encoded, decode_batch
+
+    from pretrain.data.transforms import build_batch_augment
 
     torch.set_num_threads(1)
     ds = EncodedImages(ImageFolderDataset(root, "train"), "imagefolder")

@@ -23,7 +23,7 @@ from meta_dataset.cli import load_model, run_episodes  # noqa: E402
 from meta_dataset.episodes import EpisodeSampler  # noqa: E402
 from meta_dataset.features import source_features  # noqa: E402
 from meta_dataset.sources import Source  # noqa: E402
-from pretrain.augment import eval_transform  # noqa: E402
+from pretrain.data.transforms import eval_transform  # noqa: E402
 
 
 def main() -> int:

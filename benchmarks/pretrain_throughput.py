@@ -58,8 +58,8 @@ def _peak_mb() -> float:
 def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: bool = True) -> dict:
     from pretrain.config import load_config
     from pretrain.contrastive.objectives import build_objective
-    from pretrain.engine import memory_format
     from pretrain.data import DATASET_REGISTRY, ArrayImageDataset
+    from pretrain.engine.trainer import memory_format
 
     images, labels = _images()
     DATASET_REGISTRY.register(name="bench_array")(lambda data_cfg, split: ArrayImageDataset(images, labels))
@@ -82,7 +82,7 @@ def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: 
             opt.step()
         return _time_steps(step, batch, warmup, iters)
 
-    from pretrain.engine import Trainer
+    from pretrain.engine.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, opts + ["SOLVER.MAX_ITERS", str(warmup + iters), "LOG.PERIOD", str(warmup)])
@@ -101,7 +101,7 @@ def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
 
-    from pretrain.backbones import build_backbone
+    from pretrain.modeling.backbones import build_backbone
 
     torch.manual_seed(0)
     backbone = build_backbone("resnet18", small_stem=True)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pretrain.contrastive.samplers import Candidates, RingSampler, ring_bounds, ring_indices  # noqa: E402
+from pretrain.contrastive.samplers import Candidates, ring_bounds, ring_indices
+from pretrain.contrastive.samplers.ring import RingSampler  # noqa: E402
 
 IMAGENET = 1_281_167
 

@@ -23,28 +23,24 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from meta_dataset.classifiers import CLASSIFIER_REGISTRY, mean_ci95
+from meta_dataset.episodes import PROTOCOLS, EpisodeSampler
+from meta_dataset.features import source_features
+from meta_dataset.sources import Source
 from pretrain.common import CHECKPOINT_HELP, UserError, cli_main, command_parser, resolve_device
 from pretrain.io import atomic_write_text, write_summary
-
-from .classifiers import CLASSIFIER_REGISTRY, mean_ci95
-from .episodes import PROTOCOLS, EpisodeSampler
-from .features import source_features
-from .sources import Source
 
 
 def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0, random_init: bool = False):
     """(backbone module, description dict, default image size).  ``random_init`` with a checkpoint: the run's
     own architecture, untrained, initialised from its SEED (the baseline paired with it)."""
     if checkpoint:
-        from pretrain.config import result_fingerprint
-        from pretrain.lincls import load_backbone
+        from pretrain.config import provenance
+        from pretrain.evaluation.pretrained import load_backbone
 
         cfg, bb = load_backbone(checkpoint, random_init)
-        return bb, {"method": "random_init" if random_init else cfg.OBJECTIVE.NAME,
-                    "estimator": "none" if random_init else cfg.OBJECTIVE.ESTIMATOR,
-                    "backbone": cfg.MODEL.BACKBONE, "seed": cfg.SEED, "config": result_fingerprint(cfg)}, \
-            cfg.DATA.IMAGE_SIZE
-    from pretrain.backbones import build_backbone
+        return bb, provenance(cfg, random_init), cfg.DATA.IMAGE_SIZE
+    from pretrain.modeling.backbones import build_backbone
 
     torch.manual_seed(seed)
     return build_backbone(backbone), {"method": "random_init", "estimator": "none", "backbone": backbone,
@@ -66,8 +62,8 @@ def run_episodes(feats: dict[int, torch.Tensor], sampler: EpisodeSampler, n: int
 
 def linear_readout(feats: dict[int, torch.Tensor], seed: int = 0, epochs: int = 100) -> tuple[float, float]:
     """Half of each class's images (fixed seed) train one linear layer, the other half test it."""
-    from pretrain.evaluate import train_linear_on_features
-    from pretrain.lr_schedules import build_lr_lambda
+    from pretrain.engine.lr_schedules import build_lr_lambda
+    from pretrain.evaluation.linear import train_linear_on_features
 
     g = torch.Generator().manual_seed(seed)
     xtr, ytr, xte, yte = [], [], [], []

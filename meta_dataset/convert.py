@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from meta_dataset.spec import SourceSpec
+from meta_dataset.tfrecord import encode_example, write_records
 from pretrain.common import Registry, UserError, cli_main, command_parser
 from pretrain.io import atomic_write_json
-
-from .spec import SourceSpec
-from .tfrecord import encode_example, write_records
 
 
 def _png(img) -> bytes:

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meta_dataset.spec import SourceSpec
 from pretrain.common import UserError
-
-from .spec import SourceSpec
 
 MAX_WAYS, MIN_WAYS, MAX_QUERY, MAX_SUPPORT, MAX_PER_CLASS = 50, 5, 10, 500, 100
 MAX_SPAN = 392

@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pretrain.augment import eval_transform
+from meta_dataset.sources import Source
+from pretrain.data.transforms import eval_transform
 from pretrain.io import atomic_torch_save
-
-from .sources import Source
 
 
 def weights_digest(backbone: torch.nn.Module) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .spec import OFFICIAL_SPECS, SourceSpec, SpecError, load_spec
-from .tfrecord import RecordError, RecordFile, decode_example
+from meta_dataset.spec import OFFICIAL_SPECS, SourceSpec, SpecError, load_spec
+from meta_dataset.tfrecord import RecordError, RecordFile, decode_example
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm"}
 

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import LAST, load_checkpoint
-from .common import cli_main, command_parser
-from .config import ConfigError, config_from_yaml_str, load_config, merge_overrides
+from pretrain.common import cli_main, command_parser
+from pretrain.config import ConfigError, config_from_yaml_str, load_config, merge_overrides
+from pretrain.engine.checkpoint import LAST, load_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.auto_resume and args.output and (Path(args.output) / LAST).exists():
         args.resume, args.config = True, None
     cfg, run_dir = resolve_run(args)
-    from . import distributed as D
-    from .engine import Trainer
+    from pretrain import distributed as D
+    from pretrain.engine.trainer import Trainer
 
     summary = Trainer(cfg, run_dir, resume=args.resume).train()
 

@@ -61,28 +61,39 @@ def add_output(parser: argparse.ArgumentParser, help: str, required: bool = Fals
 
 # -- registries --------------------------------------------------------------------------------------
 class Registry(_FvRegistry):
-    """fvcore's ``Registry`` (the one Detectron2 uses), with two additions:
+    """fvcore's ``Registry`` (the one Detectron2 uses), with three additions:
 
     - ``register(name=...)`` registers under a chosen name (config values are lower-case words such as
       ``moco``), not only under ``obj.__name__``;
+    - ``register(config={...})``: a member declares its own settings where it is registered, as
+      ``{"SECTION": {"KEY": default}}``; the registry itself may declare the settings every member shares
+      (its selector key, for one).  ``pretrain.config.get_defaults`` is the merge of all of them, so a new
+      component with a new setting is one new file;
     - ``get(name)`` of an unknown name raises a ``UserError`` naming the config key (``key``) and the
       registered choices.
 
-    Each registry's docstring (``__doc__``) states the contract its members fulfil."""
+    Each registry's docstring (``__doc__``) states the contract its members fulfil.  ``names()`` is sorted;
+    ``in_order()`` keeps registration order."""
 
-    def __init__(self, name: str, key: str, doc: str = ""):
+    def __init__(self, name: str, key: str, doc: str = "", config: dict | None = None):
         super().__init__(name)
         self.key = key
         self.__doc__ = doc
+        self.config = config or {}
+        self.member_config: dict[str, dict] = {}
 
-    def register(self, obj: Any = None, *, name: str | None = None) -> Any:
+    def register(self, obj: Any = None, *, name: str | None = None, config: dict | None = None) -> Any:
         if obj is None:
             def deco(func_or_class):
-                self._do_register(name or func_or_class.__name__, func_or_class)
+                self._add(name or func_or_class.__name__, func_or_class, config)
                 return func_or_class
             return deco
-        self._do_register(name or obj.__name__, obj)
+        self._add(name or obj.__name__, obj, config)
         return obj
+
+    def _add(self, name: str, obj: Any, config: dict | None) -> None:
+        self._do_register(name, obj)
+        self.member_config[name] = config or {}
 
     def get(self, name: str) -> Any:
         if name not in self:
@@ -91,6 +102,54 @@ class Registry(_FvRegistry):
 
     def names(self) -> list[str]:
         return sorted(n for n, _ in self)
+
+    def in_order(self) -> list[str]:
+        return [n for n, _ in self]
+
+    def declared(self) -> dict:
+        """The settings this registry and its members declare, merged (``merge_declared``)."""
+        return merge_declared([(f"{self._name} registry", self.config)]
+                              + [(f"{self._name} '{n}'", c) for n, c in self.member_config.items()])
+
+    def declared_keys(self) -> list[str]:
+        """Every declared setting as ``SECTION.KEY``."""
+        return [f"{s}.{k}" for s, keys in self.declared().items() for k in keys]
+
+
+def merge_declared(declarations: Iterable[tuple[str, dict]]) -> dict:
+    """``{"SECTION": {"KEY": default}}`` declarations merged; one key declared twice must have one default
+    (two components sharing a section, such as IR and CMC's BANK, declare the same values)."""
+    out: dict[str, dict] = {}
+    seen: dict[str, str] = {}
+    for who, decl in declarations:
+        for section, keys in decl.items():
+            for k, v in keys.items():
+                key = f"{section}.{k}"
+                if key in seen and out[section][k] != v:
+                    raise ValueError(f"{who} declares {key} = {v!r} but {seen[key]} declared {out[section][k]!r}; "
+                                     "one setting has one default.")
+                out.setdefault(section, {})[k] = v
+                seen.setdefault(key, who)
+    return out
+
+
+PLUGINS_ENV = "RINGNCE_PLUGINS"
+
+
+def load_plugins() -> list[str]:
+    """Imports the modules named in $RINGNCE_PLUGINS (comma-separated, importable from ``sys.path``): components
+    kept outside this repository (an estimator, an objective, a transfer task) register themselves on import.
+    Every process that reads a config or plans a suite calls this, so subprocess stages see them too."""
+    import importlib
+
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UserError(f"${PLUGINS_ENV} names '{name}', which does not import ({e}); put its folder on "
+                            "PYTHONPATH or remove it from the list.") from None
+    return names
 
 
 # -- schemas ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-from .common import UserError, check_keys, find_file
+from pretrain.common import UserError, check_keys, find_file, load_plugins, merge_declared
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -35,9 +35,9 @@ def get_defaults() -> CfgNode:
     C.DATA.TRAIN_SPLIT = "train"  # the split pretraining reads (stl10: "train+unlabeled")
     C.DATA.TEST_SPLIT = "test"  # the split the kNN monitor and linear evaluation score
     C.DATA.IMAGE_SIZE = 32
-    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 | cmc (see pretrain.augment.AUGMENTATION_REGISTRY)
+    C.DATA.AUGMENT = "mocov2"  # ir | mocov2 | cmc (see pretrain.data.transforms.AUGMENTATION_REGISTRY)
     # loader: PIL per image in the loader's workers | device: batched tensors on the training device (the
-    # loader only decodes; images of one size; pretrain/batch_augment.py)
+    # loader only decodes; images of one size; pretrain/data/batch_transforms.py)
     C.DATA.AUGMENT_ON = "loader"
     # loader: images decoded in the loader's workers | device: the workers only read JPEG files; the training
     # step decodes them on the training device (torchvision.io.decode_jpeg, nvJPEG on CUDA); needs
@@ -60,58 +60,17 @@ def get_defaults() -> CfgNode:
     C.OBJECTIVE = CfgNode()
     C.OBJECTIVE.NAME = "moco"  # ir | cmc | moco | simclr (pretrain.contrastive.objectives.OBJECTIVE_REGISTRY)
     C.OBJECTIVE.TEMPERATURE = 0.07
-    # nce | ring | ball | dcl | hcl | ring_hcl | mochi | ring_mochi: a sampler + a loss form
-    # (contrastive.estimator.ESTIMATOR_REGISTRY)
-    C.OBJECTIVE.ESTIMATOR = "nce"
-
-    C.RING = CfgNode()
-    C.RING.OUTER = 0.1  # final outer fraction o: keep ranks < floor(o * N)
-    C.RING.INNER = 0.1  # inner fraction iota of the outer set: drop ranks < floor(iota * floor(o * N))
-    # constant | linear | step | exponential | adaptive | adaptive_acc (the authors' policies, exactly:
-    # pretrain.contrastive.schedules)
-    C.RING.SCHEDULE = "constant"
-    C.RING.ANNEAL_EPOCHS = 0.0  # the span A over which linear/step/exponential move o from 1.0 to OUTER
-    C.RING.EXP_DECAY = 0.1  # exponential: OUTER + (1 - OUTER) * exp(-EXP_DECAY * step)
-    C.RING.ADAPTIVE_DELTA = 0.01  # adaptive (on the loss): change of o per step
-    C.RING.ADAPTIVE_WINDOW = 10  # adaptive: the moving mean's window, in steps
-    C.RING.ADAPTIVE_ACC_DELTA = 0.05  # adaptive_acc (on the kNN accuracy): change of o per evaluation
-    C.RING.ADAPTIVE_ACC_WINDOW = 5  # adaptive_acc: the moving mean's window, in evaluations
-
-    # The rest of the negative-sampling family (pretrain/contrastive/estimator.py; the authors' defaults)
-    C.DCL = CfgNode()  # dcl: debiased contrastive (Chuang et al. 2020)
-    C.DCL.TAU_PLUS = 0.1  # tau+: the class prior, the probability that a negative shares the anchor's class
-    C.HCL = CfgNode()  # hcl, ring_hcl: hard negatives by importance reweighting (Robinson et al. 2021)
-    C.HCL.BETA = 1.0  # concentration: negatives weighted by exp(beta * s / tau), normalised by the mean weight
-    C.HCL.TAU_PLUS = 0.1
-    C.MOCHI = CfgNode()  # mochi, ring_mochi: hard negative mixing (Kalantidis et al. 2020)
-    C.MOCHI.NUM_HARDEST = 1024  # N: the hardest negatives mixed from (at most the negatives there are)
-    C.MOCHI.NUM_MIX = 1024  # s: mixes of two of them
-    C.MOCHI.NUM_QUERY_MIX = 256  # s': mixes of the query with one of them (query weight < 0.5)
-
-    C.MOCO = CfgNode()
-    C.MOCO.QUEUE_SIZE = 4096
-    C.MOCO.MOMENTUM = 0.999
-    C.MOCO.SHUFFLE_BN = True
-    C.MOCO.BN_SPLITS = 8  # one process: BatchNorm over this many sub-batches (capped at batch/2; DDP: each rank is one)
-    # how the sub-batches run (the same numbers either way): one | per_split | auto (one pass on a GPU; on a CPU
-    # one pass per sub-batch from 32 images up, where smaller passes run faster)
-    C.MOCO.BN_PASSES = "auto"
-
-    C.BANK = CfgNode()  # memory-bank objectives (ir, cmc)
-    C.BANK.MOMENTUM = 0.0  # M[i] <- normalize(m * M[i] + (1 - m) * z); 0 in the paper's code, 0.5 in the original IR
-    C.BANK.NUM_NEGATIVES = 4095  # k - 1 negatives per anchor: 4096 logits with the positive
-    C.BANK.SCORE_BLOCK = 2 ** 25  # scores held at once by the ring over a bank (128 MiB fp32): bounds memory
-
-    C.CMC = CfgNode()
-    C.CMC.WIDTH = 32  # width of each of the two ResNets (L and ab): half-width each, as CMC
+    # OBJECTIVE.ESTIMATOR, RING.*, DCL.*, HCL.*, MOCHI.*, MOCO.*, BANK.*, CMC.*: declared by the components that
+    # read them, where they register (declared_defaults below; README "Extending")
 
     C.SOLVER = CfgNode()
     C.SOLVER.EPOCHS = 200
     C.SOLVER.BATCH_SIZE = 256  # global batch, split over processes
+    C.SOLVER.OPTIMIZER = "sgd"  # pretrain.engine.optimizers.OPTIMIZER_REGISTRY
     C.SOLVER.LR = 0.03
     C.SOLVER.MOMENTUM = 0.9
     C.SOLVER.WEIGHT_DECAY = 1e-4
-    C.SOLVER.SCHEDULE = "step"  # step | cosine (pretrain.lr_schedules.LR_SCHEDULE_REGISTRY)
+    C.SOLVER.SCHEDULE = "step"  # step | cosine (pretrain.engine.lr_schedules.LR_SCHEDULE_REGISTRY)
     C.SOLVER.STEPS = (0.68, 0.83)  # step schedule: fractions of training (136/200, 166/200)
     C.SOLVER.GAMMA = 0.1
     C.SOLVER.WARMUP_EPOCHS = 0.0
@@ -138,7 +97,7 @@ def get_defaults() -> CfgNode:
     C.KNN.MAX_TEST = 0
 
     C.LINCLS = CfgNode()
-    C.LINCLS.PROTOCOL = "cached"  # cached | paper | moco (pretrain/lincls_protocols.py)
+    C.LINCLS.PROTOCOL = "cached"  # cached | paper | moco (pretrain/evaluation/protocols.py)
     C.LINCLS.EPOCHS = 100
     C.LINCLS.BATCH_SIZE = 256
     C.LINCLS.LR = 0.01  # LR, MOMENTUM, WEIGHT_DECAY, SCHEDULE, STEPS: the cached protocol's (the others fix theirs)
@@ -148,7 +107,29 @@ def get_defaults() -> CfgNode:
     C.LINCLS.STEPS = (0.6, 0.8)
     C.LINCLS.MAX_TRAIN = 0
     C.LINCLS.MAX_TEST = 0
+    for section, keys in declared_defaults().items():
+        node = C.setdefault(section, CfgNode())
+        for k, v in keys.items():
+            if k in node:
+                raise ValueError(f"{section}.{k} is declared by a component and also set in get_defaults; keep one.")
+            node[k] = CfgNode(v) if isinstance(v, dict) else v
     return C
+
+
+def component_registries() -> list:
+    """Every registry whose members declare settings: objectives, estimators, samplers, the ring's schedules."""
+    from pretrain.contrastive.estimators import ESTIMATOR_REGISTRY
+    from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+    from pretrain.contrastive.ring_schedules import RING_SCHEDULE_REGISTRY
+    from pretrain.contrastive.samplers import SAMPLER_REGISTRY
+
+    load_plugins()
+    return [OBJECTIVE_REGISTRY, ESTIMATOR_REGISTRY, SAMPLER_REGISTRY, RING_SCHEDULE_REGISTRY]
+
+
+def declared_defaults() -> dict:
+    """``{"SECTION": {"KEY": default}}``: the settings the registered components declare, merged."""
+    return merge_declared((r._name, r.declared()) for r in component_registries())
 
 
 def get_key(cfg: CfgNode, dotted: str):
@@ -317,3 +298,12 @@ def result_fingerprint(cfg: CfgNode) -> dict[str, str]:
 
     walk(cfg, "")
     return flat
+
+
+def provenance(cfg: CfgNode, random_init: bool = False) -> dict:
+    """What a summary records about the model it evaluated: method, estimator, backbone, dataset, seed and the
+    result fingerprint (``random_init``: the same architecture untrained, its method ``random_init``)."""
+    return {"method": "random_init" if random_init else cfg.OBJECTIVE.NAME,
+            "estimator": "none" if random_init else cfg.OBJECTIVE.ESTIMATOR,
+            "backbone": cfg.MODEL.BACKBONE, "dataset": cfg.DATA.NAME, "seed": cfg.SEED,
+            "config": result_fingerprint(cfg)}

@@ -31,9 +31,12 @@ import sys
 import pandas as pd
 import torch
 
-from .common import cli_main, command_parser
-from .contrastive.estimator import contrastive_loss, debiased_loss
-from .contrastive.samplers import Candidates, RingSampler, UniformSampler
+from pretrain.common import cli_main, command_parser
+from pretrain.contrastive.estimators.base import contrastive_loss
+from pretrain.contrastive.estimators.dcl import debiased_loss
+from pretrain.contrastive.samplers import Candidates
+from pretrain.contrastive.samplers.ring import RingSampler
+from pretrain.contrastive.samplers.uniform import UniformSampler
 
 
 def true_mi(dim: int, rho: float) -> float:
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in NO_ESTIMATE.items():
         print(f"{name}: no MI estimate ({why}).")
     if args.output:
-        from .io import atomic_write_text
+        from pretrain.io import atomic_write_text
 
         atomic_write_text(args.output, df.to_csv(index=False))
     return 0

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pretrain import distributed as D  # noqa: E402
 from pretrain.config import load_config  # noqa: E402
-from pretrain.engine import Trainer  # noqa: E402
+from pretrain.engine.trainer import Trainer  # noqa: E402
 from tests.conftest import TINY, opts_with  # noqa: E402
 from tests.ddp_exactness import COMBINATIONS, global_batch, one_step  # noqa: E402
 

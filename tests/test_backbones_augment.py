@@ -4,11 +4,12 @@ import torch
 import torchvision
 from torchvision import transforms as T
 
-from pretrain.augment import TwoViewDataset, build_train_transform, eval_transform
 from pretrain.common import UserError
-from pretrain.backbones import BackboneError, ProjectionHead, build_backbone, build_encoder
 from pretrain.config import load_config
 from pretrain.data import SyntheticShapes
+from pretrain.data.transforms import build_train_transform, eval_transform
+from pretrain.data.views import TwoViewDataset
+from pretrain.modeling.backbones import BackboneError, ProjectionHead, build_backbone, build_encoder
 
 
 def test_torchvision_names_are_kept_for_export():

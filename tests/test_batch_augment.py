@@ -8,10 +8,10 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms.functional import pil_to_tensor
 
-from pretrain import batch_augment as BA
-from pretrain.augment import AUGMENTATION_REGISTRY, IMAGENET_MEAN, IMAGENET_STD, build_batch_augment
+from pretrain.data import batch_transforms as BA
 from pretrain.common import UserError
 from pretrain.data.synthetic import SyntheticShapes
+from pretrain.data.transforms import AUGMENTATION_REGISTRY, IMAGENET_MEAN, IMAGENET_STD, build_batch_augment
 
 
 def test_crop_boxes_follow_random_resized_crop():
@@ -112,8 +112,8 @@ def _jpegs(root, sizes, per_class=4):
 def test_decoding_on_the_device_matches_the_pil_path(tmp_path):
     """DATA.DECODE_ON device: decode_jpeg (CPU form here) gives PIL's pixels, and the views of images of
     different sizes follow the PIL pipeline's statistics."""
-    from pretrain.augment import EncodedImages, collate_encoded, decode_batch
     from pretrain.data import ImageFolderDataset
+    from pretrain.data.views import EncodedImages, collate_encoded, decode_batch
 
     _jpegs(tmp_path, [(48, 36), (30, 64), (40, 40)])
     ds = ImageFolderDataset(tmp_path, "train")
@@ -133,8 +133,8 @@ def test_jpeg_batches_cross_from_loader_workers_intact(tmp_path):
     bytes arrive unchanged, in the batch's order."""
     from torch.utils.data import DataLoader
 
-    from pretrain.augment import EncodedImages, collate_encoded
     from pretrain.data import ImageFolderDataset
+    from pretrain.data.views import EncodedImages, collate_encoded
 
     paths = _jpegs(tmp_path, [(48, 36), (30, 64), (40, 40), (20, 24)])
     ds = ImageFolderDataset(tmp_path, "train")
@@ -166,11 +166,11 @@ def test_pretraining_decodes_jpegs_on_the_device_and_resumes_exactly(tmp_path, t
 
 
 def test_decoding_on_the_device_says_what_it_needs(tmp_path, tiny_opts, capsys):
+    from PIL import Image
+
     from pretrain.cli import main as pretrain_main
     from pretrain.data import DatasetError, ImageFolderDataset
     from tests.conftest import opts_with
-
-    from PIL import Image
 
     png = _jpegs(tmp_path, [(20, 20)], per_class=1)[0]
     Image.open(png).save(png, format="PNG")  # PNG content under an ImageNet .JPEG name

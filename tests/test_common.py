@@ -26,13 +26,13 @@ def test_registry_registers_by_name_and_names_the_key_on_a_miss():
 def test_every_registry_states_its_contract():
     from meta_dataset.classifiers import CLASSIFIER_REGISTRY
     from meta_dataset.convert import CONVERTER_REGISTRY
-    from pretrain.augment import AUGMENTATION_REGISTRY
-    from pretrain.contrastive import ESTIMATOR_REGISTRY, SAMPLER_REGISTRY, SCHEDULE_REGISTRY
+    from pretrain.contrastive import ESTIMATOR_REGISTRY, RING_SCHEDULE_REGISTRY, SAMPLER_REGISTRY
     from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
     from pretrain.data import DATASET_REGISTRY
-    from pretrain.lr_schedules import LR_SCHEDULE_REGISTRY
+    from pretrain.data.transforms import AUGMENTATION_REGISTRY
+    from pretrain.engine.lr_schedules import LR_SCHEDULE_REGISTRY
 
-    regs = [OBJECTIVE_REGISTRY, SAMPLER_REGISTRY, ESTIMATOR_REGISTRY, SCHEDULE_REGISTRY, DATASET_REGISTRY,
+    regs = [OBJECTIVE_REGISTRY, SAMPLER_REGISTRY, ESTIMATOR_REGISTRY, RING_SCHEDULE_REGISTRY, DATASET_REGISTRY,
             AUGMENTATION_REGISTRY, LR_SCHEDULE_REGISTRY, CLASSIFIER_REGISTRY, CONVERTER_REGISTRY]
     for reg in regs:
         assert isinstance(reg, Registry) and len(reg.__doc__) > 100 and reg.names(), reg

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from pretrain.checkpoint import CheckpointError, load_checkpoint
 from pretrain.cli import main as pretrain_main
-from pretrain.lincls import run_lincls
+from pretrain.engine.checkpoint import CheckpointError, load_checkpoint
+from pretrain.evaluation.linear import run_lincls
 from tests.conftest import ROOT, opts_with
 
 CLI = [sys.executable, "-m", "pretrain.cli"]
@@ -116,7 +116,7 @@ def test_lincls_writes_summaries_for_all_protocols(tmp_path, tiny_opts):
 
 
 def test_random_init_baseline_follows_the_seed_override(tmp_path, tiny_opts):
-    from pretrain.lincls import load_backbone
+    from pretrain.evaluation.pretrained import load_backbone
 
     run = tmp_path / "run"
     assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"SOLVER.MAX_ITERS": 1, "KNN.ENABLED": False})]) == 0
@@ -140,7 +140,7 @@ def test_auto_resume_of_a_finished_run_keeps_its_summary(tmp_path, tiny_opts):
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_memory_format_follows_config_on_cpu(tmp_path, tiny_opts, channels_last):
     from pretrain.config import load_config
-    from pretrain.engine import Trainer
+    from pretrain.engine.trainer import Trainer
 
     cfg = load_config(None, opts_with(tiny_opts, **{"MODEL.CHANNELS_LAST": channels_last}))
     t = Trainer(cfg, tmp_path / "run")
@@ -183,7 +183,7 @@ def test_adaptive_schedule_follows_the_loss_without_reading_it(tmp_path, tiny_op
 
 def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, tiny_opts):
     from pretrain.config import load_config
-    from pretrain.engine import Trainer
+    from pretrain.engine.trainer import Trainer
 
     opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "SOLVER.MAX_ITERS": 3, "KNN.ENABLED": False})
     assert Trainer(load_config(None, opts), tmp_path / "default").amp is False  # SOLVER.AMP means CUDA
@@ -207,10 +207,10 @@ def test_checkpoint_retention_keeps_last_final_and_every_nth_epoch(tmp_path, tin
 
 
 def test_model_compile_compiles_every_encoder_in_place():
-    from pretrain.backbones import Encoder
     from pretrain.config import load_config
     from pretrain.contrastive.objectives import build_objective
-    from pretrain.engine import compile_encoders
+    from pretrain.engine.trainer import compile_encoders
+    from pretrain.modeling.backbones import Encoder
 
     for name, count in [("moco", 2), ("cmc", 2), ("ir", 1), ("simclr", 1)]:
         obj = build_objective(load_config(None, ["OBJECTIVE.NAME", name, "MOCO.QUEUE_SIZE", "64"]), 64, 8)
@@ -224,7 +224,7 @@ def test_model_compile_compiles_every_encoder_in_place():
 def test_a_compiled_step_matches_an_eager_one():
     from pretrain.config import load_config
     from pretrain.contrastive.objectives import build_objective
-    from pretrain.engine import compile_encoders
+    from pretrain.engine.trainer import compile_encoders
 
     cfg = load_config(None, ["MOCO.QUEUE_SIZE", "64", "MODEL.WIDTH", "16", "MODEL.SMALL_STEM", "False"])
     x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)

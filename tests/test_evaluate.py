@@ -1,8 +1,10 @@
 """The kNN monitor and the linear probe on features whose answer is known: separable classes give 100 %."""
 import torch
 
-from pretrain.evaluate import knn_predict, topk_accuracy, train_linear_on_features
-from pretrain.lr_schedules import build_lr_lambda
+from pretrain.engine.lr_schedules import build_lr_lambda
+from pretrain.evaluation.accuracy import topk_accuracy
+from pretrain.evaluation.knn import knn_predict
+from pretrain.evaluation.linear import train_linear_on_features
 
 
 def separable(n_per_class=40, classes=4, dim=12, seed=0):
@@ -38,8 +40,8 @@ def test_feature_cache_round_trips_and_the_probe_streams_from_it(tmp_path):
     cache scores like the probe on the same features in memory."""
     from torch.utils.data import TensorDataset
 
-    from pretrain.feature_cache import FeatureCache, InMemoryFeatures
-    from pretrain.evaluate import train_linear_probe
+    from pretrain.evaluation.features import FeatureCache, InMemoryFeatures
+    from pretrain.evaluation.linear import train_linear_probe
 
     x, y = separable(n_per_class=30, seed=3)
     cache = FeatureCache.write(torch.nn.Identity(), TensorDataset(x, y), "cpu", tmp_path / "train", batch_size=7)

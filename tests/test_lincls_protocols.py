@@ -4,14 +4,14 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from pretrain.augment import build_train_transform, eval_transform
-from pretrain.backbones import build_backbone
 from pretrain.common import UserError
 from pretrain.config import load_config
 from pretrain.data import SyntheticShapes
-from pretrain.lincls import probe_through_encoder
-from pretrain.lincls_protocols import build_protocol
-from pretrain.lr_schedules import build_lr_lambda
+from pretrain.data.transforms import build_train_transform, eval_transform
+from pretrain.engine.lr_schedules import build_lr_lambda
+from pretrain.evaluation.linear import probe_through_encoder
+from pretrain.evaluation.protocols import build_protocol
+from pretrain.modeling.backbones import build_backbone
 
 
 def cfg_with(**kv):

@@ -5,12 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.cli import main as pretrain_main
 from pretrain.config import load_config
+from pretrain.contrastive.estimators import ESTIMATOR_REGISTRY
+from pretrain.contrastive.estimators.base import Estimator, infonce
 from pretrain.contrastive.objectives import build_objective
-from pretrain.contrastive.estimator import ESTIMATOR_REGISTRY, Estimator, infonce
-from pretrain.contrastive.samplers import SAMPLER_REGISTRY, Candidates, RingSampler, Sampler, uniform_draws
+from pretrain.contrastive.samplers import SAMPLER_REGISTRY, Candidates, Sampler, uniform_draws
+from pretrain.contrastive.samplers.ring import RingSampler
+from pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import opts_with
 
 OBJECTIVES = ["ir", "cmc", "moco", "simclr"]
@@ -103,8 +105,8 @@ def test_simclr_pool_excludes_anchor_and_positive():
 def test_lab_conversion_matches_scikit_image():
     from skimage.color import rgb2lab
 
-    from pretrain.color import LAB_MEAN, LAB_STD
     from pretrain.contrastive.objectives.cmc import normalized_rgb_to_lab
+    from pretrain.data.color import LAB_MEAN, LAB_STD
 
     rgb = np.random.default_rng(0).random((2, 8, 8, 3))
     x = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from pretrain.backbones import build_encoder
 from pretrain.config import load_config
-from pretrain.split_batchnorm import SplitBatchNorm2d, split_batchnorm_
+from pretrain.modeling.backbones import build_encoder
+from pretrain.modeling.split_batchnorm import SplitBatchNorm2d, split_batchnorm_
 
 
 def _encoder():

@@ -31,21 +31,40 @@ import pandas as pd
 from scipy import stats
 
 from pretrain.common import UserError, cli_main, command_parser
+from transfer.tasks import table_titles, tasks
 
 MISSING = "-"
 RANDOM_INIT = "random_init"
-# The keys that make an estimator different from NCE (its own knobs): dropped when pairing a row with its base.
-ESTIMATOR_KEYS = ("OBJECTIVE.ESTIMATOR", "RING.", "DCL.", "HCL.", "MOCHI.")
 # What fixes a random-init backbone's architecture and its evaluation: a baseline pairs with every pretrained
 # run that agrees on these.
 ARCHITECTURE_KEYS = ("MODEL.", "DATA.", "CMC.WIDTH", "streams")
-# The evaluation's own settings: part of a linear-evaluation column, not of the row (the pretrained model).
-EVALUATION_KEYS = ("LINCLS.",)
-ESTIMATOR_ORDER = ["nce", "ring", "ball", "dcl", "hcl", "mochi"]
-DETECTION_METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("keypoints", "AP")]
-TITLES = {"linear": "Frozen-backbone classification (top-1 %): linear probe and kNN monitor",
-          "detection": "Detectron2 transfer (COCO-style AP)",
-          "meta_dataset": "Meta-Dataset (accuracy %; ± 95 % CI over episodes for one seed, over seeds for several)"}
+
+
+@functools.lru_cache(maxsize=1)
+def estimator_keys() -> tuple[str, ...]:
+    """The keys that make an estimator different from NCE (its own knobs), dropped when pairing a row with its
+    base: whatever the estimators, samplers and ring schedules declare (``OBJECTIVE.ESTIMATOR`` included)."""
+    from pretrain.config import component_registries
+
+    regs = [r for r in component_registries() if r._name in ("ESTIMATOR", "SAMPLER", "RING_SCHEDULE")]
+    return tuple(sorted({k for r in regs for k in r.declared_keys()}))
+
+
+@functools.lru_cache(maxsize=1)
+def estimator_order() -> tuple[str, ...]:
+    from pretrain.contrastive.estimators import estimator_names
+
+    return tuple(estimator_names())
+
+
+@functools.lru_cache(maxsize=1)
+def evaluation_keys() -> tuple[str, ...]:
+    """The evaluations' own settings (every task's ``evaluation_keys``): part of a column, not of the row."""
+    return tuple(k for t in tasks() for k in t.evaluation_keys)
+
+
+def titles() -> dict[str, str]:
+    return table_titles()
 
 
 class ResultsError(UserError):
@@ -109,14 +128,21 @@ def _recorded_config(s: dict) -> dict:
 def _config_of(s: dict) -> dict:
     """The row key of a summary: its recorded configuration (older summaries: the backbone alone), without
     the evaluation's own settings."""
-    cfg = {k: v for k, v in _recorded_config(s).items() if not _matches(k, EVALUATION_KEYS)}
+    cfg = {k: v for k, v in _recorded_config(s).items() if not _matches(k, evaluation_keys())}
     cfg.setdefault("MODEL.BACKBONE", str(s.get("backbone")))
-    cfg["streams"] = "lab" if cfg.get("OBJECTIVE.NAME", s.get("method")) == "cmc" else "rgb"
+    cfg["streams"] = _streams(cfg.get("OBJECTIVE.NAME", s.get("method")))
     if s["method"] == RANDOM_INIT:  # an untrained backbone: only its architecture and evaluation matter
         cfg = {k: v for k, v in cfg.items() if _matches(k, ARCHITECTURE_KEYS)}
     for k in ("OBJECTIVE.NAME", "OBJECTIVE.ESTIMATOR"):
         cfg.pop(k, None)  # the row's method and estimator
     return cfg
+
+
+def _streams(objective: str) -> str:
+    """The objective's input (``input_streams``: rgb, or CMC's lab); an objective not registered here reads RGB."""
+    from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+
+    return OBJECTIVE_REGISTRY.get(objective).input_streams if objective in OBJECTIVE_REGISTRY else "rgb"
 
 
 def _group(s: dict) -> tuple:
@@ -131,23 +157,13 @@ def _long(summaries: list[dict]) -> pd.DataFrame:
         rows.append(dict(table=table, group=_group(s), column=column, seed=s.get("seed"), value=float(value),
                          ci=ci, path=s["_path"], evaluation=evaluation))
 
+    every = tasks()
     for s in summaries:
-        stage, m = s["stage"], s["metrics"]
-        if stage == "lincls" and "top1" in m:
-            protocol = {"cached_features": "cached"}.get(s.get("protocol"), s.get("protocol", "cached"))
-            evaluation = tuple(sorted((k, v) for k, v in _recorded_config(s).items() if _matches(k, EVALUATION_KEYS)))
-            add("linear", s, f"{s['dataset']} ({protocol} protocol)", m["top1"], evaluation=evaluation)
-        elif stage == "pretrain" and "knn_top1" in m:
-            add("linear", s, f"{s['dataset']} (kNN monitor)", m["knn_top1"])
-        elif stage == "detection":
-            for task, metric in DETECTION_METRICS:
-                if f"{task}/{metric}" in m:
-                    label = {"bbox": "box", "segm": "mask", "keypoints": "kp"}[task]
-                    add("detection", s, f"{s.get('task', '')} {s['dataset']}: {label} {metric}", m[f"{task}/{metric}"])
-        elif stage == "meta_dataset":
-            how = s.get("protocol", "") + ("" if s.get("protocol") == "linear" else ", " + s.get("classifier", ""))
-            for src in s.get("sources", []):
-                add("meta_dataset", s, f"{src['source']} ({how})", src["accuracy"], src["ci95"])
+        config = _recorded_config(s)
+        for task in every:
+            evaluation = tuple(sorted((k, v) for k, v in config.items() if _matches(k, task.evaluation_keys)))
+            for r in task.rows(s):
+                add(r.table, s, r.column, r.value, r.ci, evaluation)
     df = pd.DataFrame(rows, columns=["table", "group", "column", "seed", "value", "ci", "path", "evaluation"])
     # two linear evaluations of one kind (e.g. 30 and 100 epochs) are two columns, named by what differs
     for column, sel in df.groupby("column"):
@@ -220,7 +236,7 @@ def _labels(groups: list[tuple]) -> dict[tuple, str]:
 
 def _order(g: tuple) -> tuple:
     method, est = g[:2]
-    return (method == RANDOM_INIT, method, ESTIMATOR_ORDER.index(est) if est in ESTIMATOR_ORDER else 99, str(g[2]))
+    return (method == RANDOM_INIT, method, estimator_order().index(est) if est in estimator_order() else 99, str(g[2]))
 
 
 def _fmt_cell(sel: pd.DataFrame, episode_ci: bool) -> str:
@@ -247,7 +263,7 @@ def _pairs(groups: list[tuple]) -> list[tuple[tuple, tuple, str]]:
             continue
         if est != "nce":
             base = [h for h in groups if h[:2] == (method, "nce")
-                    and without(h[2], ESTIMATOR_KEYS) == without(cfg, ESTIMATOR_KEYS)]
+                    and without(h[2], estimator_keys()) == without(cfg, estimator_keys())]
             if base:
                 out.append((g, base[0], "nce"))
     for g in groups:
@@ -311,7 +327,7 @@ def build_table(long: pd.DataFrame, table: str) -> Table:
 def render(tables: dict[str, Table], fmt: str) -> str:
     parts = []
     for key, t in tables.items():
-        title = TITLES[key]
+        title = titles()[key]
         df = t.cells
         if df.empty:
             body = "(no runs)"
@@ -345,7 +361,7 @@ def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
     for ax, (key, t) in zip(axes[0], present.items()):
         t.delta.T.plot.bar(ax=ax, rot=30, yerr=t.delta_ci.T.fillna(0.0), capsize=3)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(TITLES[key], fontsize=8)
+        ax.set_title(titles()[key], fontsize=8)
         ax.set_ylabel("paired difference (95 % CI)")
         ax.tick_params(axis="x", labelsize=7)
         ax.legend(fontsize=6)
@@ -360,7 +376,7 @@ def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
 
 def make_tables(paths) -> dict[str, Table]:
     long = _long(collect(paths))
-    return {key: build_table(long, key) for key in TITLES}
+    return {key: build_table(long, key) for key in titles()}
 
 
 @cli_main("ring-results")

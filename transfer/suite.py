@@ -1,4 +1,5 @@
-"""ring-suite: pretraining -> linear evaluation -> export -> Detectron2 -> Meta-Dataset -> tables, in one command.
+"""ring-suite: pretraining -> every transfer task (transfer/tasks/: linear probe, kNN, Detectron2, Meta-Dataset)
+-> tables, in one command.
 
     ring-suite                                  # the embedded default: a small complete suite on CPU
     ring-suite transfer/suites/paper_cifar.yaml -o runs/paper_cifar
@@ -15,7 +16,7 @@ torchrun when ``pretrain.nproc_per_node`` > 1, Detectron2 through its launcher (
 Layout of OUT:
     pretrain/<dataset>/<objective>_<estimator>_s<seed>/   ring-pretrain run; lincls/, model_final.pkl,
                                                            det_<task>/, meta_dataset/ inside it
-    baselines/<dataset>/<rgb|cmc>_random_init_s<seed>/     the same evaluations of the run's architecture,
+    baselines/<dataset>/<rgb|lab>_random_init_s<seed>/     the same evaluations of the run's architecture,
                                                            untrained at that seed (``random_init: true``)
     md_records/                                            converted Meta-Dataset sources
     results/tables.md, results/deltas.png                  ring-results over OUT
@@ -27,34 +28,29 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
-from pretrain.common import UserError, check_keys, cli_main, command_parser, find_file
+from pretrain.common import check_keys, cli_main, command_parser, find_file
+from transfer.tasks import EvalContext, Stage, SuiteError, enabled_tasks, tasks
 
 SUITES = Path(__file__).resolve().parent / "suites"
 
-SCHEMA = {
+# The suite's own keys; every transfer task adds its section (transfer/tasks/, its ``schema``).
+CORE_SCHEMA = {
     "name": "default",
     "device": "auto",
     "pretrain": {"config": "cpu_small", "datasets": [""], "objectives": ["moco"], "estimators": ["nce", "ring"],
                  "seeds": [0], "overrides": [], "nproc_per_node": 1,
                  "estimator_seeds": None},  # {estimator: [seeds]}: its own seeds instead of `seeds`
     "random_init": True,  # the paired baseline: every evaluation of each architecture untrained, at every seed
-    "lincls": {"enabled": True, "overrides": []},
-    "detection": {"enabled": True, "num_gpus": 1, "tasks": [], "seeds": []},  # seeds: [] = every pretraining seed
-    "meta_dataset": {"enabled": True, "records": "", "convert": [], "optional": [], "max_per_class": 600, "seeds": [],
-                     "sources": [], "episodes": 600, "protocol": "variable", "classifier": "ncc-cosine",
-                     "image_size": 0},
 }
-TASK_SCHEMA = {"name": "", "config": "", "overrides": []}
 
 
-class SuiteError(UserError):
-    """A suite file or a stage of it that cannot run (one sentence naming the file or the stage's log)."""
+def schema() -> dict:
+    return {**CORE_SCHEMA, **{t.name: t.schema for t in tasks()}}
 
 
 def _check(user: dict, ref: dict, where: str, prefix: str = "") -> dict:
@@ -70,7 +66,18 @@ def _with_defaults(user: dict, ref: dict) -> dict:
     return out
 
 
-def _check_estimator_seeds(P: dict, where: str) -> None:
+def _check_estimators(P: dict, where: str) -> None:
+    """``estimators: all`` runs every registered estimator; a name nobody registered stops here, before any stage."""
+    from pretrain.contrastive.estimators import ESTIMATOR_REGISTRY, estimator_names
+    from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+
+    if P["estimators"] in ("all", ["all"]):
+        P["estimators"] = estimator_names()
+    for key, reg in (("estimators", ESTIMATOR_REGISTRY), ("objectives", OBJECTIVE_REGISTRY)):
+        unknown = [n for n in P[key] if n not in reg]
+        if unknown:
+            raise SuiteError(f"{where}: 'pretrain.{key}' names '{unknown[0]}', which is not registered; choose from "
+                             f"{', '.join(reg.names())}" + (" or all" if key == "estimators" else "") + ".")
     own = P["estimator_seeds"]
     if own is None:
         return
@@ -91,127 +98,70 @@ def load_suite(path: str | Path | None) -> tuple[dict, str]:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise SuiteError(f"{p}: not valid YAML ({e}).") from None
-    suite = _check(raw, SCHEMA, str(p))
-    _check_estimator_seeds(suite["pretrain"], str(p))
-    suite["detection"]["tasks"] = [_check(t, TASK_SCHEMA, str(p), "detection.tasks[].")
-                                   for t in suite["detection"]["tasks"]]
-    for t in suite["detection"]["tasks"]:
-        if not t["name"] or not t["config"]:
-            raise SuiteError(f"{p}: every detection task needs a name and a config.")
+    suite = _check(raw, schema(), str(p))
+    _check_estimators(suite["pretrain"], str(p))
+    for t in tasks():
+        t.check(suite[t.name], str(p))
     return suite, str(p)
 
 
-@dataclass
-class Stage:
-    name: str
-    cmd: list[str]
-    done: Path  # the file whose existence means the stage is complete
-    log: Path
-    env: dict = field(default_factory=dict)
-    kind: str = ""  # convert | pretrain | lincls | baseline | export | detection | meta_dataset
-    key: str = ""  # what makes the stage distinct within its kind (a config, a task, a run)
+def input_streams(objective: str) -> str:
+    """What a random-init baseline needs to match: the objective's input (CMC: two Lab streams; RGB else)."""
+    from pretrain.contrastive.objectives import objective_class
+
+    return objective_class(objective).input_streams
 
 
-def _py(module: str, *args) -> list[str]:
-    return [sys.executable, "-m", module, *map(str, args)]
+def evaluations(suite: dict, ctx: EvalContext) -> list[Stage]:
+    """Every enabled task's stages for one backbone (a pretraining run, or its random-init twin)."""
+    return [st for t in enabled_tasks(suite) for st in t.stages(suite[t.name], ctx)]
 
 
-def _arch(objective: str) -> str:
-    """What a random-init baseline needs to match: CMC's two Lab streams, or one RGB ResNet."""
-    return "cmc" if objective == "cmc" else "rgb"
-
-
-def _evaluations(suite: dict, out: Path, run: Path, dest: Path, tag: str, seed: int, records: Path, cfg: str,
-                 random_init: bool = False) -> list[Stage]:
-    """The evaluation stages of one pretraining run (lincls, export + Detectron2, Meta-Dataset), written under
-    ``dest``; with ``random_init``, of the run's architecture untrained at its seed (the paired baseline)."""
-    L, D, M = suite["lincls"], suite["detection"], suite["meta_dataset"]
-    flag = ["--random-init"] if random_init else []
-    kind = "baseline" if random_init else ""
-    stages = []
-    if L["enabled"]:
-        lin = dest / "lincls"
-        stages.append(Stage(f"lincls {tag}", _py("pretrain.lincls", run, *flag, "-o", lin, *L["overrides"]),
-                            lin / "summary.json", dest / "lincls.log", kind=kind or "lincls", key=cfg))
-    if D["enabled"] and D["tasks"] and seed in (D["seeds"] or [seed]):
-        pkl = dest / "model_final.pkl"
-        stages.append(Stage(f"export {tag}", _py("transfer.detection.export", run, *flag, "-o", pkl), pkl,
-                            dest / "export.log", kind="export", key=str(dest)))
-        for t in D["tasks"]:
-            det = dest / f"det_{t['name']}"
-            cmd = _py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus", D["num_gpus"],
-                      "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
-            stages.append(Stage(f"{t['name']} {tag}", cmd, det / "summary.json", det.with_suffix(".log"),
-                                {"RINGNCE_SCENES": str(out / "scenes"), **D.get("env", {})},
-                                kind=kind or "detection", key=t["config"] + (" baseline" if random_init else "")))
-    if M["enabled"] and M["sources"] and seed in (M["seeds"] or [seed]):
-        md = dest / "meta_dataset"
-        cmd = _py("meta_dataset.cli", run, *flag, "--records", records, "--sources", *M["sources"], "--episodes",
-                  M["episodes"], "--protocol", M["protocol"], "--classifier", M["classifier"], "-o", md, "--quiet",
-                  *(["--image-size", M["image_size"]] if M["image_size"] else []))
-        stages.append(Stage(f"meta-dataset {tag}", cmd, md / "summary.json", dest / "meta_dataset.log",
-                            kind=kind or "meta_dataset", key="meta_dataset" + (" baseline" if random_init else "")))
-    return stages
+def pretrain_stage(suite: dict, out: Path, ds: str, obj: str, est: str, seed: int) -> tuple[Stage, Path, str, str]:
+    """(the ring-pretrain stage of one run, its run directory, its config, its tag)."""
+    P = suite["pretrain"]
+    cfg = P["config"].format(dataset=ds, objective=obj, estimator=est)
+    run = out / "pretrain" / (ds or "default") / f"{obj}_{est}_s{seed}"
+    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
+    opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, "SEED", seed, "LOG.PROGRESS", "False", *device,
+            *P["overrides"]]
+    if ds in P.get("data_roots", {}):  # set by --smoke: its tiny files
+        opts += ["DATA.ROOT", P["data_roots"][ds]]
+    launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(P["nproc_per_node"])]
+                if P["nproc_per_node"] > 1 else [])
+    cmd = [sys.executable, *launcher, "-m", "pretrain.cli", "-c", cfg, "-o", str(run), "--auto-resume",
+           *map(str, opts)]
+    tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
+    return Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log", kind="pretrain",
+                 key=f"{cfg} {est}" if est in P.get("extra_estimators", []) else cfg), run, cfg, tag
 
 
 def plan(suite: dict, out: Path) -> list[Stage]:
-    P, M = suite["pretrain"], suite["meta_dataset"]
-    stages: list[Stage] = []
-    records = Path(M["records"]) if M["records"] else out / "md_records"
-    if M["enabled"]:
-        for src in M["convert"]:
-            stages.append(Stage(f"convert {src}", _py("meta_dataset.convert", src, "-o", records, "--max-per-class",
-                                                      M["max_per_class"]),
-                                records / src / "dataset_spec.json", out / "logs" / f"convert_{src}.log",
-                                kind="convert", key=src))
-    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
+    P = suite["pretrain"]
+    stages: list[Stage] = [st for t in enabled_tasks(suite) for st in t.prepare(suite[t.name], out)]
     for ds in P["datasets"]:
-        baselines = {}  # (architecture, seed) -> the first pretraining run with it
+        baselines = {}  # (input streams, seed) -> the first pretraining run with them
         for obj in P["objectives"]:
             for est in P["estimators"]:
                 for seed in (P["estimator_seeds"] or {}).get(est, P["seeds"]):
-                    cfg = P["config"].format(dataset=ds, objective=obj, estimator=est)
-                    run = out / "pretrain" / (ds or "default") / f"{obj}_{est}_s{seed}"
-                    opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, "SEED", seed, "LOG.PROGRESS", "False",
-                            *device, *P["overrides"]]
-                    if ds in P.get("data_roots", {}):  # set by --smoke: its tiny files
-                        opts += ["DATA.ROOT", P["data_roots"][ds]]
-                    launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(P["nproc_per_node"])]
-                                if P["nproc_per_node"] > 1 else [])
-                    cmd = ([sys.executable, *launcher, "-m", "pretrain.cli"] + ["-c", cfg, "-o", str(run),
-                                                                              "--auto-resume", *map(str, opts)])
-                    tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
-                    stages.append(Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log",
-                                        kind="pretrain", key=cfg))
-                    stages += _evaluations(suite, out, run, run, tag, seed, records, cfg)
-                    baselines.setdefault((_arch(obj), seed), (run, cfg))
+                    stage, run, cfg, tag = pretrain_stage(suite, out, ds, obj, est, seed)
+                    stages.append(stage)
+                    stages += evaluations(suite, EvalContext(out, run, run, tag, seed, cfg))
+                    baselines.setdefault((input_streams(obj), seed), (run, cfg))
+            if ds == P["datasets"][0] and obj == P["objectives"][0]:  # --smoke: every other registered estimator
+                stages += [pretrain_stage(suite, out, ds, obj, est, P["seeds"][0])[0]
+                           for est in P.get("extra_estimators", [])]
         if suite["random_init"]:
-            for (arch, seed), (run, cfg) in baselines.items():
-                dest = out / "baselines" / (ds or "default") / f"{arch}_random_init_s{seed}"
-                tag = f"{ds + ' ' if ds else ''}random-init {arch} seed {seed}"
-                stages += _evaluations(suite, out, run, dest, tag, seed, records, cfg, random_init=True)
+            for (streams, seed), (run, cfg) in baselines.items():
+                dest = out / "baselines" / (ds or "default") / f"{streams}_random_init_s{seed}"
+                tag = f"{ds + ' ' if ds else ''}random-init {streams} seed {seed}"
+                stages += evaluations(suite, EvalContext(out, run, dest, tag, seed, cfg, random_init=True))
     return stages
 
 
-def _available(source: str) -> bool:
-    if source == "fashion_mnist":
-        from pretrain.data.idx import FASHION_MNIST_DEFAULT
-
-        return Path(FASHION_MNIST_DEFAULT).is_dir()
-    if source == "animal_mnist":
-        import importlib.util
-
-        return importlib.util.find_spec("animal_mnist") is not None
-    return True
-
-
 def drop_unavailable(suite: dict) -> list[str]:
-    """Optional Meta-Dataset sources whose data is not installed are left out (and said so)."""
-    M = suite["meta_dataset"]
-    gone = [s for s in M["optional"] if not _available(s)]
-    M["convert"] = [s for s in M["convert"] if s not in gone]
-    M["sources"] = [s for s in M["sources"] if s not in gone]
-    return gone
+    """Optional inputs whose data is not installed are left out (and said so)."""
+    return [s for t in enabled_tasks(suite) for s in t.unavailable(suite[t.name])]
 
 
 def run_stage(stage: Stage) -> float:
@@ -248,8 +198,8 @@ def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str
             secs = run_stage(stage)
             tqdm.write(f"[ring-suite] done: {stage.name} ({secs:.0f} s)")
             bar.update(1)
-    from .results import make_tables, plot_deltas, render
     from pretrain.io import atomic_write_text
+    from transfer.results import make_tables, plot_deltas, render
 
     tables = make_tables([out / "pretrain", out / "baselines"] if (out / "baselines").exists()
                          else [out / "pretrain"])
@@ -294,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return submit_slurm(path, out, args.slurm)
     select = None
     if args.smoke:
-        from .smoke import distinct, make_smoke
+        from transfer.smoke import distinct, make_smoke
 
         suite, select = make_smoke(suite, out), distinct
     if args.dry_run:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..common import UserError
+from pretrain.common import UserError
 
 
 class Queue(nn.Module):

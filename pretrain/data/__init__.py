@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ..common import Registry
-from .base import ArrayImageDataset, DatasetError
-from .cifar import load_cifar
-from .idx import FASHION_CLASSES, FASHION_MNIST_DEFAULT, load_idx
-from .imagefolder import ImageFolderDataset
-from .stl10 import load_stl10
-from .synthetic import SyntheticShapes
+from pretrain.common import Registry
+from pretrain.data.base import ArrayImageDataset, DatasetError
+from pretrain.data.cifar import load_cifar
+from pretrain.data.idx import FASHION_CLASSES, FASHION_MNIST_DEFAULT, load_idx
+from pretrain.data.imagefolder import ImageFolderDataset
+from pretrain.data.stl10 import load_stl10
+from pretrain.data.synthetic import SyntheticShapes
 
 DATASET_REGISTRY = Registry("DATASET", key="DATA.NAME", doc="""Image datasets (DATA.NAME).
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..common import NumpyOnlyUnpickler, UserError
+from pretrain.common import NumpyOnlyUnpickler, UserError
 
 
 class DatasetError(UserError):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArrayImageDataset, DatasetError, load_safe_pickle
+from pretrain.data.base import ArrayImageDataset, DatasetError, load_safe_pickle
 
 _LAYOUTS = {
     # name: (folder, train files, test files, label key, meta file, class-names key)

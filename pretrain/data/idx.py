@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArrayImageDataset, DatasetError
+from pretrain.data.base import ArrayImageDataset, DatasetError
 
 FASHION_MNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",

@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.io import read_file
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.io import read_file
 
-from .base import DatasetError
+from pretrain.data.base import DatasetError
 
 _SPLIT_ALIASES = {"test": ("val", "test"), "val": ("val", "test"), "train": ("train",)}
 

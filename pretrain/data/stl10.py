@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArrayImageDataset, DatasetError
+from pretrain.data.base import ArrayImageDataset, DatasetError
 
 _IMG_BYTES = 3 * 96 * 96
 _SPLITS = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"),

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from ..seeding import derive_seed
-from .base import DatasetError
+from pretrain.data.base import DatasetError
+from pretrain.engine.seeding import derive_seed
 
 PALETTE = [(230, 60, 50), (40, 160, 70), (50, 80, 220), (235, 200, 40)]  # red, green, blue, yellow
 COLOR_MODES = ("random", "palette")

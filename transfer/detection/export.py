@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain.checkpoint import KIND as PRETRAIN_KIND
-from pretrain.color import STREAMS as CMC_STREAMS
 from pretrain.common import CHECKPOINT_HELP, UserError, cli_main, command_parser
-from pretrain.checkpoint import CheckpointError, backbone_state_dict
+from pretrain.data.color import STREAMS as CMC_STREAMS
+from pretrain.engine.checkpoint import KIND as PRETRAIN_KIND
+from pretrain.engine.checkpoint import CheckpointError, backbone_state_dict
 from pretrain.io import atomic_path
-
-from .resnet_table import depth_of, detectron2_resnet_shapes
+from transfer.detection.resnet_table import depth_of, detectron2_resnet_shapes
 
 AUTHOR = "ringnce"
 
@@ -103,7 +102,7 @@ def backbones_of(path: str | Path, random_init: bool = False) -> dict[str, dict[
 
 
 def untrained_backbone(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    from pretrain.lincls import load_backbone
+    from pretrain.evaluation.pretrained import load_backbone
 
     return load_backbone(checkpoint, random_init=True)[1].state_dict()
 
@@ -115,12 +114,9 @@ def source_info(src: str | Path, random_init: bool = False) -> dict:
     obj = _load(path)
     if obj.get("kind") != PRETRAIN_KIND:
         return {"checkpoint": str(src), "method": "external", "estimator": "none"}
-    from pretrain.config import config_from_yaml_str, result_fingerprint
+    from pretrain.config import config_from_yaml_str, provenance
 
-    cfg = config_from_yaml_str(obj["config"])
-    return {"checkpoint": str(src), "method": "random_init" if random_init else cfg.OBJECTIVE.NAME,
-            "estimator": "none" if random_init else cfg.OBJECTIVE.ESTIMATOR, "backbone": cfg.MODEL.BACKBONE,
-            "dataset": cfg.DATA.NAME, "seed": cfg.SEED, "config": result_fingerprint(cfg)}
+    return {"checkpoint": str(src), **provenance(config_from_yaml_str(obj["config"]), random_init)}
 
 
 def convert(sd: dict[str, torch.Tensor], where: str, expect_depth: int | None = None
@@ -192,7 +188,7 @@ def config_requirements(info: dict) -> list[str]:
         if width != 64:
             lines += ["MODEL.BACKBONE.NAME build_resnet_any_width_fpn_backbone (or build_resnet_any_width_backbone "
                       "for C4)", f"MODEL.RESNETS.STEM_OUT_CHANNELS {width}"]
-    from . import CONFIG_ROOT
+    from transfer.detection import CONFIG_ROOT
 
     shipped = sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.glob(f"*/*_R_{depth}_*.yaml"))
     return lines, shipped

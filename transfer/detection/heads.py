@@ -10,12 +10,11 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.roi_heads import FastRCNNOutputLayers, ROIHeads, Res5ROIHeads, build_mask_head
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers, Res5ROIHeads, ROIHeads, build_mask_head
 
-from pretrain.color import STREAMS, rgb01_to_normalized_lab, split_streams, stream_channels
-
-from . import TransferError
-from .resnet_table import DEPTHS
+from pretrain.data.color import STREAMS, rgb01_to_normalized_lab, split_streams, stream_channels
+from transfer.detection import TransferError
+from transfer.detection.resnet_table import DEPTHS
 
 
 def res5_head_stage(cfg) -> tuple[torch.nn.Sequential, int]:

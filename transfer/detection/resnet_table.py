@@ -8,7 +8,8 @@ running_mean, running_var (FrozenBN and BN alike).
 """
 from __future__ import annotations
 
-from pretrain.backbones import RESNET_DEPTHS as DEPTHS
+from pretrain.modeling.backbones import RESNET_DEPTHS as DEPTHS
+
 NORM = ("weight", "bias", "running_mean", "running_var")
 
 

@@ -24,7 +24,7 @@ import torch
 from detectron2.data.common import AspectRatioGroupedDataset
 from detectron2.data.samplers import TrainingSampler
 
-from pretrain.seeding import rng_state, set_rng_state
+from pretrain.engine.seeding import rng_state, set_rng_state
 
 STATE_KEY = "ringnce_state"
 

@@ -41,11 +41,11 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # 
 from pretrain.common import NumpyOnlyUnpickler, add_output, cli_main, find_file  # noqa: E402
 from pretrain.io import write_summary  # noqa: E402
 
-from . import CONFIG_ROOT, TransferError  # noqa: E402
-from . import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
-from .resume import (STATE_KEY, ResumableTrainingSampler, ResumePoint, RunState,  # noqa: E402
-                     detach_from_global_rng, resume_point)
-from .scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
+from transfer.detection import CONFIG_ROOT, TransferError  # noqa: E402
+from transfer.detection import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
+from transfer.detection.resume import (STATE_KEY, ResumableTrainingSampler, ResumePoint, RunState,  # noqa: E402
+                                       detach_from_global_rng, resume_point)
+from transfer.detection.scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
 
 
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_machines > 1:
             raise TransferError("--num-machines > 1 needs CUDA; on CPU, --num-gpus N runs N gloo processes on this "
                                 "machine only.")
-        from .cpu_launch import launch_cpu
+        from transfer.detection.cpu_launch import launch_cpu
 
         launch_cpu(train, args.num_gpus, args.dist_url, (args,))
         return 0

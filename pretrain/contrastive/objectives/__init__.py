@@ -9,7 +9,7 @@ import pkgutil
 
 import torch.nn as nn
 
-from ...common import Registry
+from pretrain.common import Registry
 
 OBJECTIVE_REGISTRY = Registry("OBJECTIVE", key="OBJECTIVE.NAME", doc="""Pretraining objectives (OBJECTIVE.NAME).
 
@@ -18,7 +18,8 @@ A member is an ``nn.Module`` class (usually a ``base.ContrastiveObjective``) bui
 - ``forward(view1, view2, index) -> (loss, stats)`` for one training step (``stats``: numbers to log),
 - ``backbone``: the trunk evaluated and exported after pretraining, and the classmethod
   ``build_backbone(cfg)`` that makes an untrained one of the same architecture,
-- ``views``: how many augmented views of each image a step takes (1 or 2),
+- ``views``: how many augmented views of each image a step takes (1 or 2); ``input_streams``: "rgb", or
+  "lab" (CMC) — what a random-init baseline of the same architecture must read,
 - ``set_progress(step)`` / ``observe(metric)``: what the ring's schedule needs,
 - ``extra_state()`` / ``load_extra_state()``: non-tensor state (schedule, sampler RNG) for checkpoints.""")
 

@@ -14,11 +14,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ... import distributed as D
-from ..estimator import Negatives, build_estimator
-from ..pools import MemoryBank
-from ..samplers import Candidates
-from ..schedules import build_schedule
+from pretrain import distributed as D
+from pretrain.contrastive.estimators import build_estimator
+from pretrain.contrastive.estimators.base import Negatives
+from pretrain.contrastive.pools import MemoryBank
+from pretrain.contrastive.ring_schedules import build_schedule
+from pretrain.contrastive.samplers import Candidates
+
+# The memory bank's settings, shared by the bank objectives (IR, CMC) and declared by both where they register:
+# MOMENTUM m: M[i] <- normalize(m * M[i] + (1 - m) * z), 0 in the paper's code, 0.5 in the original IR;
+# NUM_NEGATIVES: k - 1 negatives drawn per anchor (4096 logits with the positive); SCORE_BLOCK: scores held at
+# once by the ring over a bank (2^25 fp32 = 128 MiB), which bounds memory.
+BANK_CONFIG = {"BANK": {"MOMENTUM": 0.0, "NUM_NEGATIVES": 4095, "SCORE_BLOCK": 2 ** 25}}
 
 
 def full_precision(like: torch.Tensor):
@@ -29,10 +36,11 @@ def full_precision(like: torch.Tensor):
 
 class ContrastiveObjective(nn.Module):
     views = 2
+    input_streams = "rgb"  # what the backbone reads (a random-init baseline matches it): rgb, or CMC's lab
 
     @classmethod
     def build_backbone(cls, cfg) -> nn.Module:
-        from ...backbones import build_backbone
+        from pretrain.modeling.backbones import build_backbone
 
         return build_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.SMALL_STEM, width=cfg.MODEL.WIDTH)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ... import distributed as D
-from ...augment import IMAGENET_MEAN, IMAGENET_STD
-from ...backbones import build_backbone, build_encoder
-from ...color import STREAMS, rgb01_to_normalized_lab, split_streams, stream_channels
-from ..pools import MemoryBank
-from . import OBJECTIVE_REGISTRY
-from .base import ContrastiveObjective
+from pretrain import distributed as D
+from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+from pretrain.contrastive.objectives.base import BANK_CONFIG, ContrastiveObjective
+from pretrain.contrastive.pools import MemoryBank
+from pretrain.data.color import STREAMS, rgb01_to_normalized_lab, split_streams, stream_channels
+from pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.modeling.backbones import build_backbone, build_encoder
 
 
 def normalized_rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
@@ -39,9 +39,11 @@ class LabTwoStream(nn.Module):
         return torch.cat([getattr(self, s)(views[s]) for s in STREAMS], dim=1)
 
 
-@OBJECTIVE_REGISTRY.register(name="cmc")
+# CMC.WIDTH: the width of each of the two ResNets (L and ab): half-width each, as CMC
+@OBJECTIVE_REGISTRY.register(name="cmc", config={**BANK_CONFIG, "CMC": {"WIDTH": 32}})
 class CMC(ContrastiveObjective):
     views = 1
+    input_streams = "lab"  # L and ab, each through its own ResNet
 
     def __init__(self, cfg, dataset_size: int, global_batch: int):
         super().__init__(cfg, dataset_size, global_batch)

@@ -6,14 +6,14 @@ updated with the batch's embeddings after the step (gathered from all ranks unde
 """
 from __future__ import annotations
 
-from ... import distributed as D
-from ...backbones import build_encoder
-from ..pools import MemoryBank
-from . import OBJECTIVE_REGISTRY
-from .base import ContrastiveObjective
+from pretrain import distributed as D
+from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+from pretrain.contrastive.objectives.base import BANK_CONFIG, ContrastiveObjective
+from pretrain.contrastive.pools import MemoryBank
+from pretrain.modeling.backbones import build_encoder
 
 
-@OBJECTIVE_REGISTRY.register(name="ir")
+@OBJECTIVE_REGISTRY.register(name="ir", config=BANK_CONFIG)
 class InstanceDiscrimination(ContrastiveObjective):
     views = 1
 

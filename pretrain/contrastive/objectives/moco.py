@@ -5,7 +5,7 @@ Shuffle-BN: a query and its positive key must not share BatchNorm statistics, or
 the images.  Under DDP the keys' batch is gathered from all ranks, permuted, and each rank encodes a
 slice.  On one process the same is emulated with ``MOCO.BN_SPLITS`` sub-batches (MoCo's single-GPU
 CIFAR practice): both encoders compute BatchNorm per sub-batch, the keys in a shuffled order, in one pass
-of each encoder (``pretrain.split_batchnorm``: only the BatchNorm layers split the batch), or in one pass
+of each encoder (``pretrain.modeling.split_batchnorm``: only the BatchNorm layers split the batch), or in one pass
 per sub-batch where that runs faster (``MOCO.BN_PASSES``).
 """
 from __future__ import annotations
@@ -14,14 +14,13 @@ import copy
 
 import torch
 
-from ... import distributed as D
-from ...backbones import build_encoder
-from ...common import UserError, resolve_device
-from ...split_batchnorm import split_batchnorm_
-from ..pools import Queue
-from . import OBJECTIVE_REGISTRY
-from .base import ContrastiveObjective, full_precision
-
+from pretrain import distributed as D
+from pretrain.common import UserError, resolve_device
+from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+from pretrain.contrastive.objectives.base import ContrastiveObjective, full_precision
+from pretrain.contrastive.pools import Queue
+from pretrain.modeling.backbones import build_encoder
+from pretrain.modeling.split_batchnorm import split_batchnorm_
 
 CPU_PASS_MIN = 32  # images per sub-batch from which a pass per sub-batch beats one pass on a CPU
 
@@ -42,7 +41,11 @@ def bn_passes(cfg, sub_batch: int) -> str:
     return "per_split" if on_cpu and sub_batch >= CPU_PASS_MIN else "one"
 
 
-@OBJECTIVE_REGISTRY.register(name="moco")
+# QUEUE_SIZE K; MOMENTUM m of the key encoder; SHUFFLE_BN: BatchNorm over sub-batches (BN_SPLITS in one process,
+# capped at batch/2; under DDP each rank is one); BN_PASSES: how the sub-batches run, with the same numbers either
+# way: one | per_split | auto (one pass on a GPU; on a CPU a pass per sub-batch from CPU_PASS_MIN images up)
+@OBJECTIVE_REGISTRY.register(name="moco", config={"MOCO": {"QUEUE_SIZE": 4096, "MOMENTUM": 0.999, "SHUFFLE_BN": True,
+                                                           "BN_SPLITS": 8, "BN_PASSES": "auto"}})
 class MoCo(ContrastiveObjective):
     def __init__(self, cfg, dataset_size: int, global_batch: int):
         super().__init__(cfg, dataset_size, global_batch)

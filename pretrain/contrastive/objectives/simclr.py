@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from ... import distributed as D
-from ...backbones import build_encoder
-from . import OBJECTIVE_REGISTRY
-from ..samplers import kept_positions
-from .base import ContrastiveObjective, full_precision
+from pretrain import distributed as D
+from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+from pretrain.contrastive.objectives.base import ContrastiveObjective, full_precision
+from pretrain.contrastive.samplers import kept_positions
+from pretrain.modeling.backbones import build_encoder
 
 
 @OBJECTIVE_REGISTRY.register(name="simclr")

@@ -1,6 +1,6 @@
 """The training augmentations applied to whole batches on the training device (``DATA.AUGMENT_ON device``).
 
-The PIL pipelines of ``augment.py`` run per image in the loader's workers: at 224 px a CPU core produces
+The PIL pipelines of ``transforms.py`` run per image in the loader's workers: at 224 px a CPU core produces
 about 45 two-view images/s (benchmarks/loader_throughput.py), so a fast GPU needs more cores than a node
 has.  Here the loader only hands over uint8 images of one size; each op below draws its parameters for
 every image of the batch from one generator and applies them as batched tensor operations, with the

@@ -20,8 +20,8 @@ from typing import Callable
 
 from torchvision import transforms as T
 
-from .augment import build_train_transform, eval_transform, to_normalized_tensor
-from .common import Registry
+from pretrain.data.transforms import build_train_transform, eval_transform, to_normalized_tensor
+from pretrain.common import Registry
 
 LINCLS_PROTOCOL_REGISTRY = Registry("LINCLS_PROTOCOL", key="LINCLS.PROTOCOL", doc="""Linear-evaluation protocols.
 

@@ -3,8 +3,8 @@
 A hook sees the ``Trainer`` and is called at four points: ``before_train``, ``after_step`` (after the
 optimizer step; ``trainer.iter`` already counts it), ``after_epoch`` (a full epoch ended; ``trainer.epoch``
 already counts it) and ``after_train`` (the loop ended: finished, or stopped by SOLVER.MAX_ITERS).
-Hooks run in the order the trainer lists them; at an epoch end the kNN monitor runs before the
-checkpointer, so the checkpoint records its result.
+Hooks run in the order the trainer lists them; at an epoch end the kNN monitor (``evaluation/knn.py``) runs
+before the checkpointer, so the checkpoint records its result.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 
 from tqdm import tqdm
 
-from . import distributed as D
+from pretrain import distributed as D
 
 
 class Hook:
@@ -91,24 +91,6 @@ class MetricsWriter(Hook):
         elapsed = time.perf_counter() - self.t_start
         return {"loss": self.loss_sum / max(1, self.loss_n), "img_per_s": self.images / max(elapsed, 1e-9),
                 "seconds": elapsed}
-
-
-class KNNMonitor(Hook):
-    """Weighted kNN top-1 of the test split every KNN.PERIOD_EPOCHS epochs and after the last one."""
-
-    def __init__(self, cfg, writer: MetricsWriter):
-        self.every, self.epochs, self.writer = cfg.KNN.PERIOD_EPOCHS, cfg.SOLVER.EPOCHS, writer
-
-    def after_epoch(self, trainer):
-        if trainer.epoch % self.every and trainer.epoch != self.epochs:
-            return
-        trainer.last_knn = trainer.knn_monitor()
-        if trainer.objective.schedule.observes == "knn":  # every rank adapts to rank 0's accuracy
-            trainer.objective.observe(D.broadcast_float(trainer.last_knn))
-        trainer.log.write(iter=trainer.iter, epoch=trainer.epoch, knn_top1=trainer.last_knn)
-        self.writer.scalars("eval", {"knn_top1": trainer.last_knn}, trainer.iter)
-        if trainer.main:
-            tqdm.write(f"[ring-pretrain] epoch {trainer.epoch}: kNN top-1 {trainer.last_knn:.2f}%")
 
 
 class PeriodicCheckpointer(Hook):

@@ -1,10 +1,9 @@
-"""Frozen features on disk, for the cached linear-evaluation protocol at any dataset size.
+"""Frozen features: a backbone's features of a dataset, batch by batch, in memory or cached on disk.
 
-``features.npy`` (N, D) float16 and ``labels.npy`` (N,) int64, written batch by batch into NumPy memory
+``features.npy`` (N, D) float16 and ``labels.npy`` (N,) int64 are written batch by batch into NumPy memory
 maps and read back the same way: a probe streams mini-batches from the page cache to its device, so the
 process's anonymous memory stays bounded by a batch (plus the epoch's index permutation, 8 bytes an image)
 whatever N is.  ImageNet's 1.28M x 2048 features are 5.2 GB on disk in float16 instead of 10.5 GB of RAM.
-
 ``InMemoryFeatures`` offers the same interface over tensors (small sets, Meta-Dataset's readout).
 """
 from __future__ import annotations
@@ -14,7 +13,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+
+def encode_batches(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256,
+                   num_workers: int = 0, progress: bool = False, desc: str = "features"):
+    """Yields (features (b, D) float32 on CPU, labels (b,)) batch by batch, the backbone in eval mode (BN
+    frozen; its mode is restored afterwards)."""
+    was_training = backbone.training
+    backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    try:
+        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            with torch.no_grad():
+                f = backbone(x.to(device, non_blocking=True)).float().cpu()
+            yield f, torch.as_tensor(y)
+    finally:
+        backbone.train(was_training)
+
+
+def extract_features(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256,
+                     num_workers: int = 0, progress: bool = False, desc: str = "features"):
+    """(features (N, D) float32 on CPU, labels (N,)) held in memory."""
+    feats, labels = zip(*encode_batches(backbone, dataset, device, batch_size, num_workers, progress, desc))
+    return torch.cat(feats), torch.cat(labels)
 
 
 class Features:
@@ -64,10 +87,8 @@ class FeatureCache(Features):
     @classmethod
     def write(cls, backbone: torch.nn.Module, dataset: Dataset, device, folder: str | Path, batch_size: int = 256,
               num_workers: int = 0, progress: bool = False, desc: str = "features") -> "FeatureCache":
-        """Encodes ``dataset`` (items: image tensor, label) with ``evaluate.encode_batches``, batch by batch
+        """Encodes ``dataset`` (items: image tensor, label) with ``encode_batches``, batch by batch
         into ``folder`` (written under a temporary name, then renamed: never a half cache)."""
-        from .evaluate import encode_batches
-
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .common import UserError
+from pretrain.common import UserError
 
 
 class BackboneError(UserError):

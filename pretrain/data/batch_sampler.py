@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
-from .config import ConfigError
-from .seeding import derive_seed
+from pretrain.config import ConfigError
+from pretrain.engine.seeding import derive_seed
 
 
 class ResumableBatchSampler(Sampler[list[int]]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .common import Registry
+from pretrain.common import Registry
 
 LR_SCHEDULE_REGISTRY = Registry("LR_SCHEDULE", key="SOLVER.SCHEDULE", doc="""Learning-rate schedules (SOLVER.SCHEDULE).
 

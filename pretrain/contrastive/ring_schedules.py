@@ -27,9 +27,9 @@ import math
 
 import torch
 
-from ..common import Registry, UserError
+from pretrain.common import Registry, UserError
 
-SCHEDULE_REGISTRY = Registry("SCHEDULE", key="RING.SCHEDULE", doc="""Schedules of the ring's outer fraction.
+RING_SCHEDULE_REGISTRY = Registry("RING_SCHEDULE", key="RING.SCHEDULE", doc="""Schedules of the ring's outer fraction.
 
 A member is a class built as ``cls(ring_cfg, iters_per_epoch)`` (the config's RING node; optimizer steps
 per epoch) whose instances are called as ``schedule(step) -> o`` in [RING.OUTER, 1], ``step`` being the
@@ -37,7 +37,9 @@ number of optimizer steps taken, or as a 0-dim float64 tensor on the training de
 samplers then select with fixed shapes, see ``samplers.py``).  A schedule that reads a metric sets
 ``observes`` to ``"loss"`` (it gets ``observe(loss)`` after every step, the rank-averaged loss as a device
 tensor: no host sync) or ``"knn"`` (``observe(top1)`` after each kNN evaluation); ``place(device)`` moves
-its state to the training device; ``state_dict``/``load_state_dict`` carry it through checkpoints.""")
+its state to the training device; ``state_dict``/``load_state_dict`` carry it through checkpoints.""",
+    # every schedule's: the final outer fraction o, the selector, the annealing span A (epochs; 0: none)
+    config={"RING": {"OUTER": 0.1, "SCHEDULE": "constant", "ANNEAL_EPOCHS": 0.0}})
 
 STEP_LEVEL = 0.1  # the step policy's distance between levels
 
@@ -67,13 +69,13 @@ class Schedule:
         pass
 
 
-@SCHEDULE_REGISTRY.register(name="constant")
+@RING_SCHEDULE_REGISTRY.register(name="constant")
 class Constant(Schedule):
     def __call__(self, step):
         return self.final
 
 
-@SCHEDULE_REGISTRY.register(name="linear")
+@RING_SCHEDULE_REGISTRY.register(name="linear")
 class Linear(Schedule):
     """From 1 at step 0 to ``min`` at step A - 1 (np.linspace's endpoints), then ``min``."""
 
@@ -83,7 +85,7 @@ class Linear(Schedule):
         return 1.0 - (1.0 - self.final) * step / (self.span - 1)
 
 
-@SCHEDULE_REGISTRY.register(name="step")
+@RING_SCHEDULE_REGISTRY.register(name="step")
 class Step(Schedule):
     """Levels 1.0, 0.9, ..., ``min``, each ``int(A / levels)`` steps long, then ``min``."""
 
@@ -99,7 +101,7 @@ class Step(Schedule):
         return self.levels[step // self.length]
 
 
-@SCHEDULE_REGISTRY.register(name="exponential")
+@RING_SCHEDULE_REGISTRY.register(name="exponential", config={"RING": {"EXP_DECAY": 0.1}})
 class Exponential(Schedule):
     """``min + (1 - min) * exp(-decay * step)`` for step < A, then ``min``."""
 
@@ -165,7 +167,7 @@ class _Adaptive(Schedule):
         self._reset(self.value.device, state["value"], state["history"])
 
 
-@SCHEDULE_REGISTRY.register(name="adaptive")
+@RING_SCHEDULE_REGISTRY.register(name="adaptive", config={"RING": {"ADAPTIVE_DELTA": 0.01, "ADAPTIVE_WINDOW": 10}})
 class Adaptive(_Adaptive):
     observes = "loss"
     device_resident = True  # fed the loss tensor every step: kept where the loss is
@@ -174,7 +176,8 @@ class Adaptive(_Adaptive):
         super().__init__(ring_cfg, iters_per_epoch, ring_cfg.ADAPTIVE_DELTA, ring_cfg.ADAPTIVE_WINDOW)
 
 
-@SCHEDULE_REGISTRY.register(name="adaptive_acc")
+@RING_SCHEDULE_REGISTRY.register(name="adaptive_acc",
+                                 config={"RING": {"ADAPTIVE_ACC_DELTA": 0.05, "ADAPTIVE_ACC_WINDOW": 5}})
 class AdaptiveAccuracy(_Adaptive):
     observes = "knn"
     lower_is_better = False
@@ -184,4 +187,4 @@ class AdaptiveAccuracy(_Adaptive):
 
 
 def build_schedule(ring_cfg, iters_per_epoch: int) -> Schedule:
-    return SCHEDULE_REGISTRY.get(ring_cfg.SCHEDULE)(ring_cfg, iters_per_epoch)
+    return RING_SCHEDULE_REGISTRY.get(ring_cfg.SCHEDULE)(ring_cfg, iters_per_epoch)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .common import UserError
-from .io import atomic_copy, atomic_torch_save
+from pretrain.common import UserError
+from pretrain.io import atomic_copy, atomic_torch_save
 
 KIND = "ringnce.pretrain"
 FORMAT = 1

@@ -1,6 +1,6 @@
-"""The pretraining engine: data, objective, optimizer, AMP, DDP and checkpoints, with the loop's other
-concerns (logging, kNN monitor, periodic checkpoints, the adaptive schedule's loss feed) as hooks
-(``hooks.py``).
+"""The pretraining trainer: data, objective, optimizer, AMP, DDP and checkpoints, each built by an overridable
+``build_*`` method, with the loop's other concerns (logging, kNN monitor, periodic checkpoints, the adaptive
+schedule's loss feed) as hooks (``hooks.py``, ``evaluation/knn.py``).
 
 One ``Trainer`` serves every objective.  A run directory receives ``config.yaml``, ``metrics.jsonl``,
 ``summary.json``, ``tb/`` (TensorBoard), ``checkpoint_last.pth`` (every CHECKPOINT.PERIOD_ITERS
@@ -15,21 +15,22 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from . import distributed as D
-from .augment import (NO_VIEW, EncodedImages, RawImages, TransformedDataset, TwoViewDataset, build_batch_augment,
-                      build_train_transform, collate_encoded, decode_batch, eval_transform)
-from .backbones import Encoder
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .common import resolve_device
-from .config import CfgNode, ConfigError, get_key, result_fingerprint
-from .contrastive.objectives import build_objective, objective_class
-from .data import build_dataset, labelled_split
-from .evaluate import extract_features, knn_predict, topk_accuracy
-from .hooks import Hook, KNNMonitor, LossFeed, MetricsWriter, PeriodicCheckpointer
-from .io import MetricsLog, atomic_write_text, write_summary
-from .lr_schedules import build_lr_lambda
-from .sampler import ResumableBatchSampler
-from .seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from pretrain import distributed as D
+from pretrain.common import resolve_device
+from pretrain.config import CfgNode, ConfigError, get_key, provenance
+from pretrain.contrastive.objectives import build_objective, objective_class
+from pretrain.data import build_dataset
+from pretrain.data.batch_sampler import ResumableBatchSampler
+from pretrain.data.transforms import build_batch_augment, build_train_transform
+from pretrain.data.views import NO_VIEW, EncodedImages, RawImages, TwoViewDataset, collate_encoded, decode_batch
+from pretrain.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pretrain.engine.hooks import Hook, LossFeed, MetricsWriter, PeriodicCheckpointer
+from pretrain.engine.lr_schedules import build_lr_lambda
+from pretrain.engine.optimizers import build_optimizer
+from pretrain.engine.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from pretrain.evaluation.knn import KNNMonitor
+from pretrain.io import MetricsLog, atomic_write_text, write_summary
+from pretrain.modeling.backbones import Encoder
 
 
 def memory_format(cfg: CfgNode) -> torch.memory_format:
@@ -38,6 +39,12 @@ def memory_format(cfg: CfgNode) -> torch.memory_format:
 
 
 class Trainer:
+    """One trainer for every objective.  ``__init__`` calls the ``build_*`` seams in a fixed order (the order
+    fixes the random streams: a subclass that overrides one seam leaves the others' numbers unchanged):
+    ``build_train_set`` (the dataset, its views and the resumable batch sampler), ``build_model`` (the
+    objective, on its device, in DDP when distributed), ``build_optimizer`` (``SOLVER.OPTIMIZER`` from the
+    optimizer registry), ``build_lr_scheduler`` and ``build_hooks`` (the loop's concerns)."""
+
     def __init__(self, cfg: CfgNode, run_dir: str | Path, resume: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         dev = resolve_device(cfg.DEVICE)
@@ -49,54 +56,15 @@ class Trainer:
         # One seed on every rank while the model and its pools (queue, banks) are built, so that they start
         # identical everywhere; each rank's own stream afterwards (rank 0 keeps the one-process sequence).
         seed_everything(cfg.SEED)
-
-        # Data: the two-view training set and a deterministic, resumable sampler.
-        base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
-        self.views = objective_class(cfg.OBJECTIVE.NAME).views
-        self.device_augment = None
-        self.decode_on_device = cfg.DATA.DECODE_ON == "device"
-        if cfg.DATA.DECODE_ON not in ("loader", "device"):
-            raise ConfigError(f"DATA.DECODE_ON {cfg.DATA.DECODE_ON!r}: choose loader (in the workers) or device "
-                              "(JPEGs decoded on the training device).")
-        if self.decode_on_device and cfg.DATA.AUGMENT_ON != "device":
-            raise ConfigError("DATA.DECODE_ON device hands the training step undecoded JPEGs, which only the "
-                              "batched augmentation takes; set DATA.AUGMENT_ON device too.")
-        if cfg.DATA.AUGMENT_ON == "device":  # the loader hands over uint8 images; the step augments the batch
-            self.device_augment = build_batch_augment(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE)
-            self.train_set = EncodedImages(base, cfg.DATA.NAME) if self.decode_on_device else RawImages(base)
-        elif cfg.DATA.AUGMENT_ON == "loader":
-            self.train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE),
-                                            cfg.SEED, self.views)
-        else:
-            raise ConfigError(f"DATA.AUGMENT_ON {cfg.DATA.AUGMENT_ON!r}: choose loader (PIL, in the workers) or "
-                              "device (batched tensors on the training device).")
-        self.batch_sampler = ResumableBatchSampler(len(base), cfg.SOLVER.BATCH_SIZE, self.rank, self.world, cfg.SEED)
+        self.train_set, self.batch_sampler = self.build_train_set(cfg)
         self.iters_per_epoch = self.batch_sampler.batches_per_epoch
         self.total_iters = self.iters_per_epoch * cfg.SOLVER.EPOCHS
         if cfg.SOLVER.MAX_ITERS:
             self.total_iters = min(self.total_iters, cfg.SOLVER.MAX_ITERS)
-
-        # Model: the objective (encoders, pool, sampler, schedule), DDP around it when distributed.
-        self.objective = build_objective(cfg, dataset_size=len(base), global_batch=cfg.SOLVER.BATCH_SIZE)
-        self.objective.to(dev)
-        self.objective.place_state(dev)
-        self.objective.to(memory_format=memory_format(cfg))
-        if cfg.MODEL.COMPILE:
-            compile_encoders(self.objective)
-        self.model = self.objective
-        if self.world > 1:
-            seed_everything(cfg.SEED + self.rank)
-            D.broadcast_buffers(self.objective)  # identical pools from the first step, whatever built them
-            # broadcast_buffers=False: from then on banks/queues stay identical by construction (every rank
-            # enqueues the same gathered keys); broadcasting a 1.28M-entry bank each step would dominate.
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
-        params = [p for p in self.objective.parameters() if p.requires_grad]
+        self.objective, self.model = self.build_model(cfg)
+        self.optimizer = self.build_optimizer(cfg, [p for p in self.objective.parameters() if p.requires_grad])
+        self.lr_scheduler = self.build_lr_scheduler(cfg, self.optimizer)
         s = cfg.SOLVER
-        self.optimizer = torch.optim.SGD(params, lr=s.LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, build_lr_lambda(s.SCHEDULE, s.STEPS, s.GAMMA, self.iters_per_epoch * s.EPOCHS,
-                                            int(s.WARMUP_EPOCHS * self.iters_per_epoch)))
         self.amp = (dev.type == "cuda" and s.AMP) or (dev.type == "cpu" and s.AMP_CPU)
         self.epoch, self.batch_in_epoch, self.iter, self.batch_images = 0, 0, 0, 0
         self.last_knn: float | None = None
@@ -109,6 +77,61 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", cfg.dump())
         self._loss, self._loss_float = None, None
         self.hooks = self.build_hooks()
+
+    # -- the seams -----------------------------------------------------------------------------
+    def build_train_set(self, cfg: CfgNode):
+        """(the training set as the loader reads it, the deterministic resumable batch sampler)."""
+        base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
+        self.dataset_size = len(base)
+        self.views = objective_class(cfg.OBJECTIVE.NAME).views
+        self.device_augment = None
+        self.decode_on_device = cfg.DATA.DECODE_ON == "device"
+        if cfg.DATA.DECODE_ON not in ("loader", "device"):
+            raise ConfigError(f"DATA.DECODE_ON {cfg.DATA.DECODE_ON!r}: choose loader (in the workers) or device "
+                              "(JPEGs decoded on the training device).")
+        if self.decode_on_device and cfg.DATA.AUGMENT_ON != "device":
+            raise ConfigError("DATA.DECODE_ON device hands the training step undecoded JPEGs, which only the "
+                              "batched augmentation takes; set DATA.AUGMENT_ON device too.")
+        if cfg.DATA.AUGMENT_ON == "device":  # the loader hands over uint8 images; the step augments the batch
+            self.device_augment = build_batch_augment(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE)
+            train_set = EncodedImages(base, cfg.DATA.NAME) if self.decode_on_device else RawImages(base)
+        elif cfg.DATA.AUGMENT_ON == "loader":
+            train_set = TwoViewDataset(base, build_train_transform(cfg.DATA.AUGMENT, cfg.DATA.IMAGE_SIZE),
+                                       cfg.SEED, self.views)
+        else:
+            raise ConfigError(f"DATA.AUGMENT_ON {cfg.DATA.AUGMENT_ON!r}: choose loader (PIL, in the workers) or "
+                              "device (batched tensors on the training device).")
+        return train_set, ResumableBatchSampler(len(base), cfg.SOLVER.BATCH_SIZE, self.rank, self.world, cfg.SEED)
+
+    def build_model(self, cfg: CfgNode):
+        """(the objective: encoders, pool, sampler, schedule, on the device; the module the step calls: the
+        objective, or DDP around it when distributed)."""
+        dev = self.device
+        objective = build_objective(cfg, dataset_size=self.dataset_size, global_batch=cfg.SOLVER.BATCH_SIZE)
+        objective.to(dev)
+        objective.place_state(dev)
+        objective.to(memory_format=memory_format(cfg))
+        if cfg.MODEL.COMPILE:
+            compile_encoders(objective)
+        model = objective
+        if self.world > 1:
+            seed_everything(cfg.SEED + self.rank)
+            D.broadcast_buffers(objective)  # identical pools from the first step, whatever built them
+            # broadcast_buffers=False: from then on banks/queues stay identical by construction (every rank
+            # enqueues the same gathered keys); broadcasting a 1.28M-entry bank each step would dominate.
+            model = torch.nn.parallel.DistributedDataParallel(
+                objective, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+        return objective, model
+
+    def build_optimizer(self, cfg: CfgNode, params: list) -> torch.optim.Optimizer:
+        return build_optimizer(params, cfg.SOLVER)
+
+    def build_lr_scheduler(self, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        """The per-iteration multiplier of ``SOLVER.SCHEDULE`` (with warm-up) over the full schedule's length."""
+        s = cfg.SOLVER
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, build_lr_lambda(s.SCHEDULE, s.STEPS, s.GAMMA, self.iters_per_epoch * s.EPOCHS,
+                                       int(s.WARMUP_EPOCHS * self.iters_per_epoch)))
 
     def build_hooks(self) -> list[Hook]:
         """The loop's concerns, in the order they run (override to add one)."""
@@ -259,30 +282,9 @@ class Trainer:
             metrics["knn_top1"] = self.last_knn
         summary = None
         if self.main:
-            summary = write_summary(self.run_dir, stage="pretrain", method=cfg.OBJECTIVE.NAME,
-                                    estimator=cfg.OBJECTIVE.ESTIMATOR, backbone=cfg.MODEL.BACKBONE,
-                                    dataset=cfg.DATA.NAME, seed=cfg.SEED, metrics=metrics,
-                                    config=result_fingerprint(cfg))
+            summary = write_summary(self.run_dir, stage="pretrain", **provenance(cfg), metrics=metrics)
         D.barrier()
         return summary or {"metrics": metrics}
-
-    # -- evaluation ----------------------------------------------------------------------------
-    def knn_monitor(self) -> float | None:
-        """Weighted kNN top-1 (%) of the test split against the training split's features (rank 0)."""
-        acc = None
-        if self.main:
-            cfg = self.cfg
-            tf = eval_transform(cfg.DATA.IMAGE_SIZE)
-            train = TransformedDataset(build_dataset(cfg.DATA, labelled_split(cfg), cfg.KNN.MAX_TRAIN), tf)
-            test = TransformedDataset(build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, cfg.KNN.MAX_TEST), tf)
-            bb = self.objective.backbone
-            ftr, ytr = extract_features(bb, train, self.device, num_workers=cfg.DATA.NUM_WORKERS)
-            fte, yte = extract_features(bb, test, self.device, num_workers=cfg.DATA.NUM_WORKERS)
-            n_cls = int(max(ytr.max(), yte.max())) + 1
-            scores = knn_predict(ftr, ytr, fte, n_cls, cfg.KNN.K, cfg.KNN.TEMPERATURE)
-            acc = topk_accuracy(scores, yte, ks=(1,))["top1"]
-        D.barrier()
-        return acc
 
 
 def compile_encoders(objective: torch.nn.Module) -> int:

@@ -1,0 +1,118 @@
+"""Estimators: the one choice a user makes about negatives (``OBJECTIVE.ESTIMATOR``); this file holds what they
+share (``Negatives``, ``Estimator``, the InfoNCE form, the registry), one file per estimator beside it.
+
+An estimator is a negative sampler (which candidates, ``samplers.py``) plus a loss form (how the
+selected negatives enter the loss).  ``nce``, ``ring`` and ``ball`` share the InfoNCE/CNCE form and
+differ only in their sampler:
+
+    loss = -mean_i( s_pos_i - logsumexp([s_pos_i, s_neg_i1, ..., s_neg_ik]) ),  s = similarity / tau,
+
+with the positive in the denominator (cross-entropy on the logits).  A loss form receives a
+``Negatives``, which also carries the pool and the selected indices, so a form that needs the negatives'
+embeddings (MoCHi mixes new negatives from them) can read them without the objective knowing.
+
+The rest of the family, on the same negatives (N of them per anchor: the queue, the batch's 2B - 2, or
+the k - 1 drawn from a bank), with P = exp(s_pos) and G_j = exp(s_neg_j):
+- ``dcl`` (Chuang et al. 2020): loss = -log(P / (P + Ng)), Ng = max((sum_j G_j - tau+ N P) / (1 - tau+),
+  N exp(-1 / tau)).  tau+ = 0 is NCE.  Uniform negatives only: the correction assumes negatives drawn
+  from the data distribution, so it has no ring version (inside a ring the share of same-class
+  negatives is not tau+).
+- ``hcl`` (Robinson et al. 2021), as the authors' released code computes it: sum_j G_j becomes
+  sum_j w_j G_j with w_j = G_j^beta / mean_k G_k^beta, inside the same debiased form; the weights are
+  not detached (the gradient flows through them, as in their code).  beta = 0 is DCL.  ``ring_hcl``
+  reweights inside the ring (set HCL.TAU_PLUS 0 there: the debiasing term assumes uniform negatives).
+- ``mochi`` (Kalantidis et al. 2020): from each anchor's NUM_HARDEST hardest negatives, NUM_MIX convex
+  mixes of two of them and NUM_QUERY_MIX mixes of the anchor with one (anchor weight < 0.5), each
+  L2-normalised and appended to the negatives as constants (no gradient through them, the anchor inside
+  the query mixes included); then InfoNCE.  ``ring_mochi`` mixes from the ring's hardest members.
+All forms are computed with the largest logit factored out (exactly the formulas, without overflow).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from pretrain.common import Registry, UserError
+from pretrain.contrastive.samplers import Sampler
+
+ESTIMATOR_REGISTRY = Registry("ESTIMATOR", key="OBJECTIVE.ESTIMATOR", doc="""Estimators (OBJECTIVE.ESTIMATOR).
+
+A member is a builder ``fn(cfg) -> Estimator``: a ``Sampler`` (which negatives) and a loss form
+``loss(negatives: Negatives, temperature: float) -> scalar tensor``.  Every objective (IR, CMC, MoCo,
+SimCLR) calls the sampler on its pool and the loss on what was selected, so an estimator registered
+once works for all four.  A member declares its own settings where it registers (``register(config=...)``);
+``transfer/results.py`` pairs every estimator with NCE over those settings.""",
+                              config={"OBJECTIVE": {"ESTIMATOR": "nce"}})
+
+
+@dataclass
+class Negatives:
+    """What a loss form sees for B anchors.
+
+    ``pos`` (B,) and ``logits`` (B, M) are similarities (not yet divided by the temperature), with
+    gradients; ``anchors`` (B, D) are the anchors' embeddings; ``pool`` (N, D) the candidates' embeddings
+    and ``indices`` (B, M) the selected rows of the pool per anchor (None: every row, in pool order).
+    ``valid`` (B, M) bool, when given: only the marked negatives count (a ring whose size is known only on
+    the device: ``samplers.py``); every loss form leaves the others out exactly.
+    ``generator``: the objective's generator, for a form that draws (identical on every rank)."""
+
+    anchors: torch.Tensor
+    pos: torch.Tensor
+    logits: torch.Tensor
+    pool: torch.Tensor
+    indices: torch.Tensor | None
+    valid: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+
+    def masked_logits(self) -> torch.Tensor:
+        """The logits with -inf where ``valid`` is False: exp() of those is 0, so a sum or softmax over the
+        row is the one over the valid negatives alone, and no gradient reaches them."""
+        return self.logits if self.valid is None else self.logits.masked_fill(~self.valid, float("-inf"))
+
+    def count(self) -> int | torch.Tensor:
+        """Negatives per anchor: M, or (B,) counts of the valid ones (a device tensor)."""
+        return self.logits.shape[1] if self.valid is None else self.valid.sum(dim=1)
+
+    def embeddings(self) -> torch.Tensor:
+        """(B, M, D) embeddings of the selected negatives (materialised on demand: B x M x D floats)."""
+        if self.indices is None:
+            return self.pool.unsqueeze(0).expand(len(self.anchors), *self.pool.shape)
+        return self.pool[self.indices]
+
+
+def contrastive_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE/CNCE.  pos: (B,) similarities of each anchor to its positive; neg: (B, M) to its negatives."""
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1).float() / temperature
+    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
+
+
+def infonce(negatives: Negatives, temperature: float) -> torch.Tensor:
+    """The InfoNCE/CNCE loss form (NCE, Ring and Ball)."""
+    return contrastive_loss(negatives.pos, negatives.masked_logits(), temperature)
+
+
+@dataclass
+class Estimator:
+    name: str
+    sampler: Sampler
+    loss: Callable[[Negatives, float], torch.Tensor]
+
+
+def tau_plus_of(value: float, key: str) -> float:
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{key} must lie in [0, 1) (the probability that a negative shares the anchor's class), "
+                        f"got {value}; the authors use 0.1.")
+    return float(value)
+
+
+def build_estimator(cfg) -> Estimator:
+    """The estimator that ``OBJECTIVE.ESTIMATOR`` names (an unknown name is one sentence listing them)."""
+    est = ESTIMATOR_REGISTRY.get(cfg.OBJECTIVE.ESTIMATOR)(cfg)
+    if not isinstance(est, Estimator):
+        raise TypeError(f"the estimator builder '{cfg.OBJECTIVE.ESTIMATOR}' returned {type(est).__name__}, "
+                        "not an Estimator")
+    return est

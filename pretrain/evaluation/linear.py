@@ -1,0 +1,147 @@
+"""Linear evaluation of a frozen backbone: one training loop for every protocol, and ``run_lincls``.
+
+The loop (``fit_linear``) trains a linear layer on (features, label) mini-batches that an epoch iterator
+hands it; the protocols differ only in where those come from:
+- cached features (``features.FeatureCache`` on disk or ``InMemoryFeatures``), shuffled by index per epoch;
+- augmented images passed through the frozen encoder every epoch (``paper``, ``moco``).
+The encoder is always frozen with BatchNorm in eval mode.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pretrain.common import resolve_device
+from pretrain.config import provenance
+from pretrain.data import build_dataset, labelled_split
+from pretrain.data.views import TransformedDataset
+from pretrain.engine.lr_schedules import build_lr_lambda
+from pretrain.engine.seeding import seed_everything
+from pretrain.evaluation.accuracy import topk_accuracy
+from pretrain.evaluation.features import FeatureCache, InMemoryFeatures, extract_features
+from pretrain.evaluation.pretrained import load_backbone
+from pretrain.evaluation.protocols import Protocol, build_protocol
+from pretrain.io import atomic_write_text, write_summary
+
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def fit_linear(clf: torch.nn.Linear, epoch_batches: Batches, epochs: int, lr: float, momentum: float,
+               weight_decay: float, lr_lambda, device, progress: bool = False) -> torch.nn.Linear:
+    """SGD on ``clf`` for ``epochs`` passes over ``epoch_batches()`` (features, labels), the LR stepped per
+    iteration by ``lr_lambda``: the one linear-probe loop of the project."""
+    opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    for _ in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+        for x, y in epoch_batches():
+            loss = F.cross_entropy(clf(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return clf
+
+
+def train_linear_probe(train, test, num_classes: int, epochs: int, batch_size: int, lr: float, momentum: float,
+                       weight_decay: float, lr_lambda, seed: int, device="cpu", progress: bool = False):
+    """A linear classifier on frozen features (``InMemoryFeatures`` or ``FeatureCache``), trained on ``device``
+    from mini-batches (full batches, a fresh permutation each epoch), then scored chunk by chunk: memory
+    stays bounded by a batch."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    clf = torch.nn.Linear(train.dim, num_classes).to(device)
+    iters_per_epoch = max(1, len(train) // batch_size)
+
+    def epoch_batches():
+        perm = torch.randperm(len(train), generator=g)
+        for b in range(iters_per_epoch):
+            yield train.batch(perm[b * batch_size:(b + 1) * batch_size])
+
+    fit_linear(clf, epoch_batches, epochs, lr, momentum, weight_decay, lr_lambda, device, progress)
+    with torch.no_grad():  # top-k hits chunk by chunk: no (N_test x classes) score matrix in memory
+        hits, n = {}, 0
+        for x, y in test.chunks(8192):
+            acc = topk_accuracy(clf(x.to(device)).float().cpu(), y)
+            for k, v in acc.items():
+                hits[k] = hits.get(k, 0.0) + v * len(y)
+            n += len(y)
+    return clf.cpu(), {k: v / n for k, v in hits.items()}
+
+
+def train_linear_on_features(train_f, train_y, test_f, test_y, num_classes: int, epochs: int, batch_size: int,
+                             lr: float, momentum: float, weight_decay: float, lr_lambda, seed: int,
+                             progress: bool = False):
+    """``train_linear_probe`` on tensors held in memory (exactly the linear probe without augmentation)."""
+    return train_linear_probe(InMemoryFeatures(train_f, train_y), InMemoryFeatures(test_f, test_y), num_classes,
+                              epochs, batch_size, lr, momentum, weight_decay, lr_lambda, seed, progress=progress)
+
+
+def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_classes: int, device,
+                          lr_lambda) -> dict:
+    """The linear layer trained on the protocol's training views passed through the frozen encoder every
+    epoch (BatchNorm in eval mode, no gradient into the encoder), then scored on the test transform."""
+    from torch.utils.data import DataLoader
+
+    L = cfg.LINCLS
+    loader = DataLoader(TransformedDataset(train_set, protocol.train_transform), batch_size=L.BATCH_SIZE,
+                        shuffle=True, num_workers=cfg.DATA.NUM_WORKERS, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.SEED))
+    clf = torch.nn.Linear(bb.feature_dim, num_classes).to(device)
+    bb.eval()
+
+    def epoch_batches():
+        for x, y in loader:
+            with torch.no_grad():
+                f = bb(x.to(device))
+            yield f, y
+
+    fit_linear(clf, epoch_batches, L.EPOCHS, protocol.lr, protocol.momentum, protocol.weight_decay, lr_lambda, device)
+    fte, yte = extract_features(bb, TransformedDataset(test_set, protocol.test_transform), device,
+                                num_workers=cfg.DATA.NUM_WORKERS)
+    with torch.no_grad():
+        return topk_accuracy(clf(fte.to(device)).cpu(), yte)
+
+
+def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: list[str] | None = None,
+               random_init: bool = False, progress: bool = True) -> dict:
+    """Linear evaluation of the backbone of a pretraining run (or its random-init twin) under the run's
+    LINCLS settings plus ``opts``; writes ``config.yaml`` and ``summary.json`` under ``out_dir``."""
+    cfg, bb = load_backbone(checkpoint, random_init, opts)
+    seed_everything(cfg.SEED)
+    device = resolve_device(cfg.DEVICE)
+    bb.to(device).eval()
+    for p in bb.parameters():
+        p.requires_grad_(False)
+    L = cfg.LINCLS
+    protocol = build_protocol(cfg)
+    train_set = build_dataset(cfg.DATA, labelled_split(cfg), L.MAX_TRAIN)
+    test_set = build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, L.MAX_TEST)
+    iters = max(1, len(train_set) // L.BATCH_SIZE) * L.EPOCHS
+    lr_lambda = build_lr_lambda(protocol.schedule, protocol.steps, 0.1, iters)
+    src = Path(checkpoint)
+    run_dir = src if src.is_dir() else src.parent
+    out = Path(out_dir) if out_dir else run_dir / ("lincls_random_init" if random_init else "lincls")
+    if protocol.cached:
+        # features on disk (float16, memory-mapped) and streamed to the probe: memory bounded at any N
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".features-", dir=out) as tmp:
+            kw = dict(device=device, batch_size=256, num_workers=cfg.DATA.NUM_WORKERS, progress=progress)
+            ftr = FeatureCache.write(bb, TransformedDataset(train_set, protocol.train_transform),
+                                     folder=Path(tmp) / "train", desc="train features", **kw)
+            fte = FeatureCache.write(bb, TransformedDataset(test_set, protocol.test_transform),
+                                     folder=Path(tmp) / "test", desc="test features", **kw)
+            n_cls = int(max(ftr.labels.max(), fte.labels.max())) + 1
+            _, acc = train_linear_probe(ftr, fte, n_cls, L.EPOCHS, L.BATCH_SIZE, protocol.lr, protocol.momentum,
+                                        protocol.weight_decay, lr_lambda, cfg.SEED, device=device, progress=progress)
+            del ftr, fte  # close the memory maps before the folder goes
+    else:
+        n_cls = int(max(getattr(train_set, "targets", [0]))) + 1
+        acc = probe_through_encoder(bb, protocol, cfg, train_set, test_set, n_cls, device, lr_lambda)
+    atomic_write_text(out / "config.yaml", cfg.dump())
+    return write_summary(out, stage="lincls", **provenance(cfg, random_init), metrics=acc, checkpoint=str(src),
+                         protocol=protocol.name)

@@ -1,0 +1,59 @@
+"""ring-knn: weighted kNN top-1 of a frozen backbone (the kNN monitor's measure, on any run, after the fact).
+
+    ring-knn runs/moco                       # the run's dataset and KNN.* settings -> runs/moco/knn
+    ring-knn runs/moco KNN.K 20 -o runs/moco/knn_k20
+    ring-knn runs/moco --random-init         # the same architecture untrained at the run's seed
+
+The summary records the pretraining run's configuration (so its row is the run's row in ring-results) and
+the kNN settings it used (``k``, ``temperature``, in the column's name).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pretrain.common import CHECKPOINT_HELP, cli_main, command_parser, resolve_device
+from pretrain.config import ConfigError, provenance
+
+from pretrain.engine.seeding import seed_everything
+from pretrain.evaluation.knn import knn_top1
+from pretrain.evaluation.pretrained import load_backbone
+from pretrain.io import atomic_write_text, write_summary
+
+
+def run_knn(checkpoint: str | Path, out_dir: str | Path | None = None, opts: list[str] | None = None,
+            random_init: bool = False) -> dict:
+    opts = list(opts or [])
+    foreign = [k for k in opts[0::2] if not k.startswith(("KNN.", "DEVICE", "DATA.NUM_WORKERS", "DATA.ROOT"))]
+    if foreign:
+        raise ConfigError(f"ring-knn takes KNN.*, DEVICE, DATA.ROOT and DATA.NUM_WORKERS overrides, not "
+                             f"{foreign[0]}; other keys change the model, which is the run's.")
+    run_cfg, _ = load_backbone(checkpoint, random_init=True)  # the run's own configuration, for its row
+    cfg, bb = load_backbone(checkpoint, random_init, opts)
+    seed_everything(cfg.SEED)
+    device = resolve_device(cfg.DEVICE)
+    bb.to(device).eval()
+    top1 = knn_top1(bb, cfg, device)
+    src = Path(checkpoint)
+    out = Path(out_dir) if out_dir else (src if src.is_dir() else src.parent) / (
+        "knn_random_init" if random_init else "knn")
+    atomic_write_text(out / "config.yaml", cfg.dump())
+    return write_summary(out, stage="knn", **provenance(run_cfg, random_init), metrics={"top1": top1},
+                         checkpoint=str(src), k=cfg.KNN.K, temperature=cfg.KNN.TEMPERATURE)
+
+
+@cli_main("ring-knn")
+def main(argv: list[str] | None = None) -> int:
+    p = command_parser("ring-knn", __doc__, checkpoint=CHECKPOINT_HELP,
+                       output="output directory (default: <run dir>/knn)")
+    p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides of KNN.*, e.g. KNN.K 20")
+    args = p.parse_intermixed_args(argv)
+    s = run_knn(args.checkpoint, args.output, args.opts, args.random_init)
+    print(f"[ring-knn] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']} (k={s['k']}): "
+          f"top-1 {s['metrics']['top1']:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""What a transfer task is (``TransferTask``), the registry that holds them, and the suite's ``Stage``.
+
+A task is one way of scoring a backbone after pretraining (the linear probe, kNN, Detectron2, Meta-Dataset).
+It declares, in its own file:
+- ``schema``: its section of the suite YAML with defaults (``enabled`` always among them);
+- ``stages(section, ctx)``: the stages that evaluate one backbone (a pretraining run, or its random-init twin)
+  under ``ctx.dest``; ``prepare(section, ctx)``: stages run once per suite (data conversion);
+- ``smoke(section, data)``: its section rewritten to toy size on tiny files in the real formats;
+- ``rows(summary)``: how one of its summaries becomes cells of a results table (``table``, ``column``, value);
+  ``tables``: the titles of the tables it fills.
+``ring-suite``, ``--smoke`` and ``ring-results`` loop over the registry; nothing lists the tasks by hand.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrain.common import Registry, UserError
+
+TASK_REGISTRY = Registry("TRANSFER_TASK", key="transfer task", doc="""Transfer tasks (a suite YAML's sections).
+
+A member is a ``TransferTask`` subclass; one instance is made per use.  The suite YAML has one section per
+task, named by the task, whose keys and defaults are the task's ``schema``.""")
+
+
+class SuiteError(UserError):
+    """A suite file or a stage of it that cannot run (one sentence naming the file or the stage's log)."""
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: list[str]
+    done: Path  # the file whose existence means the stage is complete
+    log: Path
+    env: dict = field(default_factory=dict)
+    kind: str = ""  # pretrain, or the task's kind (lincls, baseline, export, detection, ...)
+    key: str = ""  # what makes the stage distinct within its kind (a config, a task, a run)
+    needs: tuple = ()  # files other stages make that this one reads (--smoke keeps their makers)
+
+
+@dataclass
+class EvalContext:
+    """Where one backbone's evaluations go: ``run`` the pretraining run (its weights, or its architecture for
+    a random-init twin), ``dest`` the folder they write under, ``tag`` the stages' name suffix."""
+    out: Path
+    run: Path
+    dest: Path
+    tag: str
+    seed: int
+    config: str  # the pretraining config (the key that makes a stage distinct in --smoke)
+    random_init: bool = False
+
+    @property
+    def init_flag(self) -> list[str]:
+        return ["--random-init"] if self.random_init else []
+
+    def kind(self, kind: str) -> str:
+        return "baseline" if self.random_init else kind
+
+
+@dataclass
+class Row:
+    """One cell value of a results table: ``table`` (a key of some task's ``tables``), ``column``, ``value``;
+    ``ci``: a per-run CI half-width (Meta-Dataset's episodes)."""
+    table: str
+    column: str
+    value: float
+    ci: float = float("nan")
+
+
+class TransferTask:
+    name = ""
+    order = 100  # where its tables and rows come among the tasks
+    schema: dict = {"enabled": True}
+    tables: dict[str, str] = {}  # table key -> title
+    # config keys (prefixes end in ".") that are the evaluation's own settings: recorded in its summaries, they
+    # make separate columns (30 vs 100 probe epochs), never separate rows
+    evaluation_keys: tuple[str, ...] = ()
+
+    def check(self, section: dict, where: str) -> None:
+        """Refuse a section that cannot run, before any stage does (one sentence naming ``where``)."""
+
+    def unavailable(self, section: dict) -> list[str]:
+        """Optional inputs not installed here, left out of ``section`` (and named)."""
+        return []
+
+    def prepare(self, section: dict, out: Path) -> list[Stage]:
+        return []
+
+    def stages(self, section: dict, ctx: EvalContext) -> list[Stage]:
+        return []
+
+    def smoke(self, section: dict, data: Path) -> None:
+        """Rewrite ``section`` in place for ``ring-suite --smoke`` (tiny files under ``data``)."""
+
+    def rows(self, summary: dict) -> list[Row]:
+        return []
+
+
+def py(module: str, *args) -> list[str]:
+    return [sys.executable, "-m", module, *map(str, args)]

@@ -1,0 +1,30 @@
+"""The linear probe (``ring-lincls``) of every backbone, one column per dataset and protocol."""
+from __future__ import annotations
+
+from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, py
+
+LINEAR_TABLE = {"linear": "Frozen-backbone classification (top-1 %): linear probe and kNN monitor"}
+SMOKE = ["LINCLS.EPOCHS", 1, "LINCLS.BATCH_SIZE", 8, "LINCLS.MAX_TRAIN", 16, "LINCLS.MAX_TEST", 8]
+
+
+@TASK_REGISTRY.register(name="lincls")
+class LinearProbe(TransferTask):
+    name, order = "lincls", 10
+    schema = {"enabled": True, "overrides": []}
+    tables = LINEAR_TABLE
+    evaluation_keys = ("LINCLS.",)  # the probe's own settings: part of its column, not of the row
+
+    def stages(self, section, ctx: EvalContext) -> list[Stage]:
+        lin = ctx.dest / "lincls"
+        return [Stage(f"lincls {ctx.tag}", py("pretrain.lincls", ctx.run, *ctx.init_flag, "-o", lin,
+                                              *section["overrides"]),
+                      lin / "summary.json", ctx.dest / "lincls.log", kind=ctx.kind("lincls"), key=ctx.config)]
+
+    def smoke(self, section, data):
+        section["overrides"] = [*section["overrides"], *SMOKE]
+
+    def rows(self, s):
+        if s["stage"] != "lincls" or "top1" not in s["metrics"]:
+            return []
+        protocol = {"cached_features": "cached"}.get(s.get("protocol"), s.get("protocol", "cached"))
+        return [Row("linear", f"{s['dataset']} ({protocol} protocol)", s["metrics"]["top1"])]
