@@ -100,8 +100,8 @@ def moco_e2e(S, device, workers: int) -> list[tuple[str, str]]:
 
     from benchmarks.loader_throughput import write_jpegs
     from pretrain.data.imagefolder import ImageFolderDataset
-    from pretrain.data.transforms import build_batch_augment, build_train_transform, collate_encoded, decode_batch
-    from pretrain.data.views import EncodedImages, TwoViewDataset
+    from pretrain.data.transforms import build_batch_augment, build_train_transform
+    from pretrain.data.views import EncodedImages, TwoViewDataset, collate_encoded, decode_batch
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:

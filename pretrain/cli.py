@@ -1,6 +1,7 @@
 """ring-pretrain: contrastive pretraining from a config file plus KEY VALUE overrides.
 
     ring-pretrain -c cpu_small -o runs/moco OBJECTIVE.ESTIMATOR ring
+    ring-pretrain -c data/cifar10 -c objective/moco -c anneal -o runs/c10 OBJECTIVE.ESTIMATOR ring
     ring-pretrain -o runs/moco --resume                 # continue from runs/moco/checkpoint_last.pth
     torchrun --nproc_per_node 8 -m pretrain.cli -c cifar10/moco_ring -o runs/c10
 """
@@ -18,7 +19,9 @@ from pretrain.engine.checkpoint import LAST, load_checkpoint
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("ring-pretrain", __doc__, output="run directory (default: OUTPUT_DIR or runs/<name>-<time>)")
-    p.add_argument("--config", "-c", default=None, help="YAML file or a name in pretrain/configs (e.g. cpu_small)")
+    p.add_argument("--config", "-c", action="append", default=None,
+                   help="YAML file or a name in pretrain/configs (e.g. cpu_small, data/cifar10, objective/moco, anneal, "
+                        "cifar10/moco_ring); repeat to compose, later files win")
     p.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint_last.pth")
     p.add_argument("--auto-resume", action="store_true",
                    help="resume when the run directory holds a checkpoint, else start it (a finished run just "
@@ -43,7 +46,7 @@ def resolve_run(args) -> tuple[object, Path]:
         cfg.freeze()
         return cfg, run_dir
     cfg = load_config(args.config, args.opts)
-    name = Path(args.config).stem if args.config else "default"
+    name = "_".join(Path(c).stem for c in args.config) if args.config else "default"
     run_dir = Path(args.output or cfg.OUTPUT_DIR or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (run_dir / LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run ({LAST}); add --resume to continue it or choose "

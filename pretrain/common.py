@@ -55,6 +55,15 @@ def command_parser(prog: str, doc: str | None, checkpoint: str | None = None, op
     return p
 
 
+def evaluation_parser(prog: str, doc: str | None, default_dir: str, opts_example: str) -> argparse.ArgumentParser:
+    """The parser of a command that evaluates one backbone: the checkpoint, ``-o`` (default ``<run dir>/<default_dir>``),
+    ``--random-init`` (the same architecture untrained: the paired baseline) and trailing KEY VALUE overrides."""
+    p = command_parser(prog, doc, checkpoint=CHECKPOINT_HELP, output=f"output directory (default: <run dir>/{default_dir})")
+    p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
+    p.add_argument("opts", nargs="*", help=f"KEY VALUE overrides, e.g. {opts_example}")
+    return p
+
+
 def add_output(parser: argparse.ArgumentParser, help: str, required: bool = False) -> None:
     parser.add_argument("-o", "--output", default=None, required=required, help=help)
 

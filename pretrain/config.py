@@ -150,8 +150,25 @@ def _check_keys(user: dict, ref: CfgNode, source: str) -> None:
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
     """A path as given, or the name of a config shipped in pretrain/configs (with or without .yaml)."""
-    return find_file(path, CONFIG_DIR, "config file", pattern="*.yaml",
-                     hint=", or <dataset>/<objective>_<estimator> (e.g. cifar10/moco_ring)", error=ConfigError)
+    return find_file(path, CONFIG_DIR, "config file", pattern="**/*.yaml",
+                     hint=", or <dataset>/<objective>_<estimator>[_anneal] (e.g. cifar10/moco_ring)", error=ConfigError)
+
+
+def composed(name: str | os.PathLike) -> tuple[list[Path], dict] | None:
+    """A paper config by name, ``<dataset>/<objective>_<estimator>[_anneal]`` (e.g. ``cifar10/moco_ring``), as the
+    composition it stands for: ``data/<dataset>`` then ``objective/<objective>`` then ``anneal`` (when asked),
+    with ``OBJECTIVE.ESTIMATOR <estimator>``.  None when ``name`` is a file or does not have that form."""
+    text = str(name)
+    if Path(text).is_file() or text.count("/") != 1:
+        return None
+    dataset, rest = text.removesuffix(".yaml").split("/")
+    anneal = rest.endswith("_anneal")
+    rest = rest.removesuffix("_anneal")
+    for objective in sorted((CONFIG_DIR / "objective").glob("*.yaml")):
+        if rest.startswith(objective.stem + "_") and (CONFIG_DIR / "data" / f"{dataset}.yaml").is_file():
+            files = [CONFIG_DIR / "data" / f"{dataset}.yaml", objective] + ([CONFIG_DIR / "anneal.yaml"] if anneal else [])
+            return files, {"OBJECTIVE": {"ESTIMATOR": rest[len(objective.stem) + 1:]}}
+    return None
 
 
 def _load_yaml_with_bases(path: Path) -> dict:
@@ -168,8 +185,12 @@ def _load_yaml_with_bases(path: Path) -> dict:
     if base is None:
         return data
     base_path = Path(base) if os.path.isabs(base) else path.parent / base
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: _BASE_ '{base}' does not exist (looked at {base_path}).")
+    if not base_path.is_file():  # a shipped name (e.g. paper_base, data/cifar10)
+        shipped = [CONFIG_DIR / base, CONFIG_DIR / f"{base}.yaml"]
+        base_path = next((b for b in shipped if b.is_file()), None)
+        if base_path is None:
+            raise ConfigError(f"{path}: _BASE_ '{base}' does not exist (looked next to the file and among the shipped "
+                              f"configs in {CONFIG_DIR}).")
     merged = _load_yaml_with_bases(base_path)
     _deep_update(merged, data)
     return merged
@@ -232,23 +253,34 @@ def _decode(text):
         return text
 
 
-def merge_file(cfg: CfgNode, path: str | os.PathLike) -> CfgNode:
-    p = resolve_config_path(path)
-    user = _load_yaml_with_bases(p)
-    _check_keys(user, cfg, str(p))
+def _merge_user(cfg: CfgNode, user: dict, source: str) -> None:
+    _check_keys(user, cfg, source)
     try:
         cfg.merge_from_other_cfg(CfgNode(_coerce_tuples(user, cfg)))
     except (ValueError, TypeError, AssertionError, KeyError) as e:
-        raise ConfigError(f"{p}: bad value ({e}).") from None
+        raise ConfigError(f"{source}: bad value ({e}).") from None
+
+
+def merge_file(cfg: CfgNode, path: str | os.PathLike) -> CfgNode:
+    """One config file (with its _BASE_ chain), or a composed paper name (``composed``), merged into ``cfg``."""
+    parts = composed(path)
+    if parts:
+        files, extra = parts
+        for f in files:
+            _merge_user(cfg, _load_yaml_with_bases(f), str(f))
+        _merge_user(cfg, extra, str(path))
+        return cfg
+    p = resolve_config_path(path)
+    _merge_user(cfg, _load_yaml_with_bases(p), str(p))
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None, opts: list[str] | None = None,
-                defaults: CfgNode | None = None) -> CfgNode:
-    """defaults <- file (with _BASE_ chain) <- KEY VALUE overrides; the result is frozen."""
+def load_config(path=None, opts: list[str] | None = None, defaults: CfgNode | None = None) -> CfgNode:
+    """defaults <- each file in turn (a path, a shipped name or a list of them, each with its _BASE_ chain; later
+    files win) <- KEY VALUE overrides; the result is frozen."""
     cfg = (defaults or get_defaults()).clone()
-    if path:
-        merge_file(cfg, path)
+    for p in ([path] if isinstance(path, (str, os.PathLike)) else path or []):
+        merge_file(cfg, p)
     if opts:
         merge_overrides(cfg, opts)
     cfg.freeze()

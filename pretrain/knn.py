@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pretrain.common import CHECKPOINT_HELP, cli_main, command_parser, resolve_device
+from pretrain.common import cli_main, evaluation_parser, resolve_device
 from pretrain.config import ConfigError, provenance
 
 from pretrain.engine.seeding import seed_everything
@@ -44,11 +44,7 @@ def run_knn(checkpoint: str | Path, out_dir: str | Path | None = None, opts: lis
 
 @cli_main("ring-knn")
 def main(argv: list[str] | None = None) -> int:
-    p = command_parser("ring-knn", __doc__, checkpoint=CHECKPOINT_HELP,
-                       output="output directory (default: <run dir>/knn)")
-    p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
-    p.add_argument("opts", nargs="*", help="KEY VALUE overrides of KNN.*, e.g. KNN.K 20")
-    args = p.parse_intermixed_args(argv)
+    args = evaluation_parser("ring-knn", __doc__, "knn", "KNN.K 20").parse_intermixed_args(argv)
     s = run_knn(args.checkpoint, args.output, args.opts, args.random_init)
     print(f"[ring-knn] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']} (k={s['k']}): "
           f"top-1 {s['metrics']['top1']:.2f}%")

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import sys
 
-from pretrain.common import CHECKPOINT_HELP, cli_main, command_parser
+from pretrain.common import cli_main, evaluation_parser
 from pretrain.evaluation.linear import run_lincls
 
 
 @cli_main("ring-lincls")
 def main(argv: list[str] | None = None) -> int:
-    p = command_parser("ring-lincls", __doc__, checkpoint=CHECKPOINT_HELP,
-                       output="output directory (default: <run dir>/lincls)")
-    p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
-    p.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. LINCLS.EPOCHS 30")
-    args = p.parse_intermixed_args(argv)
+    args = evaluation_parser("ring-lincls", __doc__, "lincls", "LINCLS.EPOCHS 30").parse_intermixed_args(argv)
     s = run_lincls(args.checkpoint, args.output, args.opts, args.random_init)
     m = s["metrics"]
     print(f"[ring-lincls] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']} ({s['protocol']} protocol): "

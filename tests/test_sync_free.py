@@ -6,7 +6,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pretrain.config import load_config
-from pretrain.contrastive.objectives import build_objective
+from pretrain.contrastive.estimators import estimator_names
+from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY, build_objective
 
 aten = torch.ops.aten
 SYNCING = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.is_nonzero, aten.item}
@@ -35,11 +36,11 @@ def test_the_detector_catches_each_kind_of_sync():
             syncing()
 
 
-OBJECTIVES, FAMILY = ["ir", "cmc", "moco", "simclr"], ["dcl", "hcl", "mochi"]
-# every objective with NCE and Ring, and each of the family once on a queue and MoCHi on a bank; the rest slow
-FAST = [(o, e) for o in OBJECTIVES for e in ("nce", "ring")] + [("moco", e) for e in FAMILY] + [("ir", "mochi")]
+OBJECTIVES, ESTIMATORS = OBJECTIVE_REGISTRY.names(), estimator_names()
+# every objective with NCE and Ring, every registered estimator once on a queue and MoCHi on a bank; the rest slow
+FAST = [(o, e) for o in OBJECTIVES for e in ("nce", "ring")] + [("moco", e) for e in ESTIMATORS] + [("ir", "mochi")]
 COMBOS = [pytest.param(o, e, "constant", marks=[] if (o, e) in FAST else [pytest.mark.slow])
-          for o in OBJECTIVES for e in ("nce", "ring", *FAMILY)]
+          for o in OBJECTIVES for e in ESTIMATORS]
 # the adaptive schedule moves the ring with the loss on the device: a bank (draws) and a queue (mask) by
 # default, every objective with each ring estimator under -m slow
 ADAPTIVE_FAST = [("ir", "ring"), ("moco", "ring")]
