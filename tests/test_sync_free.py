@@ -37,8 +37,10 @@ def test_the_detector_catches_each_kind_of_sync():
 
 
 OBJECTIVES, ESTIMATORS = OBJECTIVE_REGISTRY.names(), estimator_names()
-# every objective with NCE and Ring, every registered estimator once on a queue and MoCHi on a bank; the rest slow
-FAST = [(o, e) for o in OBJECTIVES for e in ("nce", "ring")] + [("moco", e) for e in ESTIMATORS] + [("ir", "mochi")]
+# fast: every objective with NCE and Ring, DCL/HCL/MoCHi once on a queue and MoCHi on a bank; every other
+# objective x registered estimator under -m slow
+FAST = [(o, e) for o in OBJECTIVES for e in ("nce", "ring")] + [("moco", e) for e in ("dcl", "hcl", "mochi")] + \
+    [("ir", "mochi")]
 COMBOS = [pytest.param(o, e, "constant", marks=[] if (o, e) in FAST else [pytest.mark.slow])
           for o in OBJECTIVES for e in ESTIMATORS]
 # the adaptive schedule moves the ring with the loss on the device: a bank (draws) and a queue (mask) by
