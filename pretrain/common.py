@@ -104,6 +104,11 @@ class Registry(_FvRegistry):
         self._do_register(name, obj)
         self.member_config[name] = config or {}
 
+    @property
+    def name(self) -> str:
+        """The registry's own name (e.g. ``ESTIMATOR``), as error messages say it."""
+        return self._name
+
     def get(self, name: str) -> Any:
         if name not in self:
             raise UserError(f"{self.key} '{name}' is unknown; choose one of: {', '.join(self.names())}.")
@@ -117,8 +122,8 @@ class Registry(_FvRegistry):
 
     def declared(self) -> dict:
         """The settings this registry and its members declare, merged (``merge_declared``)."""
-        return merge_declared([(f"{self._name} registry", self.config)]
-                              + [(f"{self._name} '{n}'", c) for n, c in self.member_config.items()])
+        return merge_declared([(f"{self.name} registry", self.config)]
+                              + [(f"{self.name} '{n}'", c) for n, c in self.member_config.items()])
 
     def declared_keys(self) -> list[str]:
         """Every declared setting as ``SECTION.KEY``."""

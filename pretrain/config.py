@@ -116,20 +116,33 @@ def get_defaults() -> CfgNode:
     return C
 
 
-def component_registries() -> list:
-    """Every registry whose members declare settings: objectives, estimators, samplers, the ring's schedules."""
+def negative_sampling_registries() -> list:
+    """The registries whose members' settings make one estimator differ from another: estimators, samplers and
+    the ring's schedules (plugins loaded)."""
     from pretrain.contrastive.estimators import ESTIMATOR_REGISTRY
-    from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
     from pretrain.contrastive.ring_schedules import RING_SCHEDULE_REGISTRY
     from pretrain.contrastive.samplers import SAMPLER_REGISTRY
 
     load_plugins()
-    return [OBJECTIVE_REGISTRY, ESTIMATOR_REGISTRY, SAMPLER_REGISTRY, RING_SCHEDULE_REGISTRY]
+    return [ESTIMATOR_REGISTRY, SAMPLER_REGISTRY, RING_SCHEDULE_REGISTRY]
+
+
+def component_registries() -> list:
+    """Every registry whose members declare settings: the objectives and the negative-sampling ones."""
+    from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
+
+    return [OBJECTIVE_REGISTRY, *negative_sampling_registries()]
 
 
 def declared_defaults() -> dict:
     """``{"SECTION": {"KEY": default}}``: the settings the registered components declare, merged."""
-    return merge_declared((r._name, r.declared()) for r in component_registries())
+    return merge_declared((r.name, r.declared()) for r in component_registries())
+
+
+def estimator_keys() -> tuple[str, ...]:
+    """``SECTION.KEY`` of every setting the negative-sampling components declare (``OBJECTIVE.ESTIMATOR``
+    included): what makes one estimator's run differ from NCE's with the same configuration."""
+    return tuple(sorted({k for r in negative_sampling_registries() for k in r.declared_keys()}))
 
 
 def get_key(cfg: CfgNode, dotted: str):
@@ -166,8 +179,14 @@ def composed(name: str | os.PathLike) -> tuple[list[Path], dict] | None:
     rest = rest.removesuffix("_anneal")
     for objective in sorted((CONFIG_DIR / "objective").glob("*.yaml")):
         if rest.startswith(objective.stem + "_") and (CONFIG_DIR / "data" / f"{dataset}.yaml").is_file():
+            estimator = rest[len(objective.stem) + 1:]
+            from pretrain.contrastive.estimators import estimator_names
+
+            if estimator not in estimator_names():
+                raise ConfigError(f"config '{text}': no estimator '{estimator}' is registered; choose one of: "
+                                  f"{', '.join(sorted(estimator_names()))}.")
             files = [CONFIG_DIR / "data" / f"{dataset}.yaml", objective] + ([CONFIG_DIR / "anneal.yaml"] if anneal else [])
-            return files, {"OBJECTIVE": {"ESTIMATOR": rest[len(objective.stem) + 1:]}}
+            return files, {"OBJECTIVE": {"ESTIMATOR": estimator}}
     return None
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pretrain.common import cli_main, evaluation_parser, resolve_device
-from pretrain.config import ConfigError, provenance
+from pretrain.config import ConfigError, merge_overrides, provenance
 
 from pretrain.engine.seeding import seed_everything
 from pretrain.evaluation.knn import knn_top1
@@ -28,8 +28,11 @@ def run_knn(checkpoint: str | Path, out_dir: str | Path | None = None, opts: lis
     if foreign:
         raise ConfigError(f"ring-knn takes KNN.*, DEVICE, DATA.ROOT and DATA.NUM_WORKERS overrides, not "
                              f"{foreign[0]}; other keys change the model, which is the run's.")
-    run_cfg, _ = load_backbone(checkpoint, random_init=True)  # the run's own configuration, for its row
-    cfg, bb = load_backbone(checkpoint, random_init, opts)
+    run_cfg, bb = load_backbone(checkpoint, random_init)  # the run's own configuration: its row in the tables
+    cfg = run_cfg.clone()
+    cfg.defrost()
+    merge_overrides(cfg, opts, "ring-knn")
+    cfg.freeze()
     seed_everything(cfg.SEED)
     device = resolve_device(cfg.DEVICE)
     bb.to(device).eval()

@@ -43,6 +43,8 @@ def test_paper_names_compose_dataset_objective_and_anneal(tmp_path):
     mine.write_text("_BASE_: data/stl10\nSOLVER:\n  EPOCHS: 7\n")
     cfg = load_config([mine, "objective/cmc"])
     assert (cfg.DATA.NAME, cfg.SOLVER.EPOCHS, cfg.OBJECTIVE.NAME, cfg.CMC.WIDTH) == ("stl10", 7, "cmc", 32)
+    with pytest.raises(ConfigError, match="no estimator 'rign' is registered; choose one of: ball, "):
+        load_config("cifar10/moco_rign")
     with pytest.raises(ConfigError, match="_BASE_ 'data/nope' does not exist"):
         (tmp_path / "bad.yaml").write_text("_BASE_: data/nope\n")
         load_config(tmp_path / "bad.yaml")

@@ -236,3 +236,27 @@ def test_a_compiled_step_matches_an_eager_one():
             compile_encoders(obj)
         losses.append(obj(x1, x2)[0].detach())
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)
+
+
+def test_ring_knn_repeats_the_monitor_and_scores_the_random_init_twin(tmp_path, tiny_opts, capsys):
+    import json
+
+    from pretrain.knn import main as knn_main
+
+    run = tmp_path / "run"
+    assert pretrain_main(["-o", str(run), *opts_with(tiny_opts, **{"SOLVER.EPOCHS": 1})]) == 0
+    monitor = json.loads((run / "summary.json").read_text())["metrics"]["knn_top1"]
+    assert knn_main([str(run)]) == 0
+    s = json.loads((run / "knn" / "summary.json").read_text())
+    assert s["stage"] == "knn" and s["metrics"]["top1"] == monitor and s["k"] == 5  # one computation, same number
+    assert s["config"] == json.loads((run / "summary.json").read_text())["config"]  # the run's row
+    # another k is recorded as the evaluation's own, the run's row unchanged
+    assert knn_main([str(run), "KNN.K", "1", "-o", str(tmp_path / "k1")]) == 0
+    k1 = json.loads((tmp_path / "k1" / "summary.json").read_text())
+    assert k1["k"] == 1 and k1["config"]["KNN.K"] == "5"
+    assert knn_main([str(run), "--random-init"]) == 0
+    r = json.loads((run / "knn_random_init" / "summary.json").read_text())
+    assert r["method"] == "random_init" and r["metrics"]["top1"] != monitor
+    capsys.readouterr()
+    assert knn_main([str(run), "SOLVER.LR", "0.1"]) == 2  # a setting of the model, not of kNN: refused at once
+    assert "ring-knn takes KNN.*" in capsys.readouterr().err

@@ -42,12 +42,10 @@ ARCHITECTURE_KEYS = ("MODEL.", "DATA.", "CMC.WIDTH", "streams")
 
 @functools.lru_cache(maxsize=1)
 def estimator_keys() -> tuple[str, ...]:
-    """The keys that make an estimator different from NCE (its own knobs), dropped when pairing a row with its
-    base: whatever the estimators, samplers and ring schedules declare (``OBJECTIVE.ESTIMATOR`` included)."""
-    from pretrain.config import component_registries
+    """The estimators' own settings, dropped when pairing a row with its NCE base (``pretrain.config``)."""
+    from pretrain.config import estimator_keys as declared
 
-    regs = [r for r in component_registries() if r._name in ("ESTIMATOR", "SAMPLER", "RING_SCHEDULE")]
-    return tuple(sorted({k for r in regs for k in r.declared_keys()}))
+    return declared()
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,10 +59,6 @@ def estimator_order() -> tuple[str, ...]:
 def evaluation_keys() -> tuple[str, ...]:
     """The evaluations' own settings (every task's ``evaluation_keys``): part of a column, not of the row."""
     return tuple(k for t in tasks() for k in t.evaluation_keys)
-
-
-def titles() -> dict[str, str]:
-    return table_titles()
 
 
 class ResultsError(UserError):
@@ -327,7 +321,7 @@ def build_table(long: pd.DataFrame, table: str) -> Table:
 def render(tables: dict[str, Table], fmt: str) -> str:
     parts = []
     for key, t in tables.items():
-        title = titles()[key]
+        title = table_titles()[key]
         df = t.cells
         if df.empty:
             body = "(no runs)"
@@ -361,7 +355,7 @@ def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
     for ax, (key, t) in zip(axes[0], present.items()):
         t.delta.T.plot.bar(ax=ax, rot=30, yerr=t.delta_ci.T.fillna(0.0), capsize=3)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(titles()[key], fontsize=8)
+        ax.set_title(table_titles()[key], fontsize=8)
         ax.set_ylabel("paired difference (95 % CI)")
         ax.tick_params(axis="x", labelsize=7)
         ax.legend(fontsize=6)
@@ -376,7 +370,7 @@ def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
 
 def make_tables(paths) -> dict[str, Table]:
     long = _long(collect(paths))
-    return {key: build_table(long, key) for key in titles()}
+    return {key: build_table(long, key) for key in table_titles()}
 
 
 @cli_main("ring-results")
