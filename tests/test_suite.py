@@ -151,3 +151,13 @@ def test_an_estimator_can_run_its_own_seeds(tmp_path):
                      ({"nce": 3}, "must map estimators to lists of seeds")]:
         with pytest.raises(SuiteError, match=msg):
             load_suite(_tiny_suite(tmp_path, pretrain__estimator_seeds=bad))
+
+
+def test_estimators_all_is_the_registry_and_an_unknown_one_stops_before_any_stage(tmp_path):
+    from pretrain.contrastive.estimators import estimator_names
+
+    suite, _ = load_suite(_tiny_suite(tmp_path, pretrain__estimators="all"))
+    assert suite["pretrain"]["estimators"] == estimator_names() and estimator_names()[0] == "nce"
+    assert len(estimator_names()) >= 8
+    with pytest.raises(SuiteError, match="'pretrain.estimators' names 'rign', which is not registered"):
+        load_suite(_tiny_suite(tmp_path, pretrain__estimators=["nce", "rign"]))

@@ -71,7 +71,7 @@ def _check_estimators(P: dict, where: str) -> None:
     from pretrain.contrastive.estimators import ESTIMATOR_REGISTRY, estimator_names
     from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
 
-    if P["estimators"] in ("all", ["all"]):
+    if P["estimators"] == ["all"]:
         P["estimators"] = estimator_names()
     for key, reg in (("estimators", ESTIMATOR_REGISTRY), ("objectives", OBJECTIVE_REGISTRY)):
         unknown = [n for n in P[key] if n not in reg]
@@ -98,6 +98,8 @@ def load_suite(path: str | Path | None) -> tuple[dict, str]:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise SuiteError(f"{p}: not valid YAML ({e}).") from None
+    if isinstance(raw.get("pretrain"), dict) and raw["pretrain"].get("estimators") == "all":
+        raw["pretrain"]["estimators"] = ["all"]  # the one word a list of estimators may be
     suite = _check(raw, schema(), str(p))
     _check_estimators(suite["pretrain"], str(p))
     for t in tasks():
