@@ -5,6 +5,7 @@
         --protocol 5w5s --classifier logreg --episodes 600 --image-size 84
     ring-meta-dataset runs/moco --random-init --records data/meta_dataset --sources animal_mnist  # its baseline
     ring-meta-dataset --backbone resnet18 --records data/meta_dataset --sources animal_mnist   # random init
+    ring-meta-dataset --weights resnet50.pth --records data/meta_dataset --sources animal_mnist  # any backbone
 
 Protocols: ``variable`` (the benchmark's variable-way variable-shot episodes), ``5w1s`` and ``5w5s`` (5
 classes, 1 or 5 shots, 15 queries), and ``linear`` (each class's images split in half with a fixed seed,
@@ -27,19 +28,25 @@ from meta_dataset.classifiers import CLASSIFIER_REGISTRY, mean_ci95
 from meta_dataset.episodes import PROTOCOLS, EpisodeSampler
 from meta_dataset.features import source_features
 from meta_dataset.sources import Source
-from pretrain.common import CHECKPOINT_HELP, UserError, cli_main, command_parser, resolve_device
+from pretrain.common import (CHECKPOINT_HELP, UserError, add_weights_arguments, cli_main, command_parser,
+                             resolve_device, weights_source)
+from pretrain.config import row_name
 from pretrain.io import atomic_write_text, write_summary
 
 
-def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0, random_init: bool = False):
+def load_model(checkpoint: str | None, backbone: str | None, seed: int = 0, random_init: bool = False,
+               weights: dict | None = None, opts: list[str] | None = None):
     """(backbone module, description dict, default image size).  ``random_init`` with a checkpoint: the run's
-    own architecture, untrained, initialised from its SEED (the baseline paired with it)."""
+    own architecture, untrained, initialised from its SEED (the baseline paired with it).  ``weights``:
+    ``load_backbone``'s keywords for a weights file (its image size: the -c config's, else 84)."""
     if checkpoint:
         from pretrain.config import provenance
         from pretrain.evaluation.pretrained import load_backbone
 
-        cfg, bb = load_backbone(checkpoint, random_init)
-        return bb, provenance(cfg, random_init), cfg.DATA.IMAGE_SIZE
+        weights = weights or {}
+        cfg, bb = load_backbone(checkpoint, random_init, opts, **weights)
+        size = 84 if cfg.WEIGHTS.SHA256 and not weights.get("config") else cfg.DATA.IMAGE_SIZE
+        return bb, provenance(cfg, random_init), size
     from pretrain.modeling.backbones import build_backbone
 
     torch.manual_seed(seed)
@@ -84,7 +91,9 @@ def linear_readout(feats: dict[int, torch.Tensor], seed: int = 0, epochs: int = 
 
 
 def evaluate(args) -> tuple[pd.DataFrame, dict]:
-    model, desc, default_size = load_model(args.checkpoint, args.backbone, args.seed, args.random_init)
+    model, desc, default_size = load_model(args.checkpoint, args.backbone, args.seed, args.random_init,
+                                           {k: getattr(args, k) for k in ("config", "arch", "prefix", "name")},
+                                           args.opts)
     size = args.image_size or default_size
     device = resolve_device(args.device)
     cache = Path(args.cache_dir or Path(args.records) / ".feature_cache")
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "initialised (a baseline)")
     p.add_argument("--random-init", action="store_true", help="with a checkpoint: its architecture, untrained "
                                                                "(seeded by its SEED): the paired baseline")
+    add_weights_arguments(p)
     p.add_argument("--records", required=True, help="root holding one folder per source")
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -127,25 +137,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None, help="default: <records>/.feature_cache")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides of the backbone's config, e.g. SEED 3 (the seed a "
+                                           "--random-init twin is drawn with, and a weights file's row)")
+    args = p.parse_intermixed_args(argv)
+    if args.weights:
+        args.checkpoint, _ = weights_source(args)
     if args.random_init and args.checkpoint is None:
         raise UserError("--random-init takes the architecture of a checkpoint: give a ring-pretrain run directory "
-                        "(or use --backbone NAME).")
+                        "or --weights FILE (or use --backbone NAME).")
     if (args.checkpoint is None) == (args.backbone is None):
-        raise UserError("give either a checkpoint (a ring-pretrain run directory) or --backbone NAME, not "
-                        f"{'both' if args.checkpoint else 'neither'}.")
+        raise UserError("give either a checkpoint (a ring-pretrain run directory or --weights FILE) or --backbone "
+                        f"NAME, not {'both' if args.checkpoint else 'neither'}.")
     df, desc = evaluate(args)
     what = f"{args.protocol}" + ("" if args.protocol == "linear" else f", {args.classifier}, {args.episodes} episodes")
     table = df[["source", "classes", "accuracy", "ci95"]].to_markdown(index=False, floatfmt=".2f")
-    print(f"Meta-Dataset ({args.split} split, {what}); {desc['method']}-{desc['estimator']} {desc['backbone']} "
+    print(f"Meta-Dataset ({args.split} split, {what}); {row_name(desc)} {desc['backbone']} "
           f"at {desc['image_size']} px\n{table}")
     if args.output:
         metrics = {}
         for r in df.itertuples():
             metrics[f"{r.source}/accuracy"] = r.accuracy
             metrics[f"{r.source}/ci95"] = r.ci95
+        extra = {k: desc[k] for k in ("name", "weights") if k in desc}
         write_summary(args.output, stage="meta_dataset", method=desc["method"], estimator=desc["estimator"],
-                      backbone=desc["backbone"], dataset="meta_dataset", seed=desc["seed"], metrics=metrics,
+                      backbone=desc["backbone"], dataset="meta_dataset", seed=desc["seed"], metrics=metrics, **extra,
                       episode_seed=args.seed,
                       protocol=args.protocol, classifier=args.classifier, episodes=args.episodes, split=args.split,
                       checkpoint=args.checkpoint, sources=df.to_dict(orient="records"), config=desc.get("config", {}))

@@ -56,12 +56,48 @@ def command_parser(prog: str, doc: str | None, checkpoint: str | None = None, op
 
 
 def evaluation_parser(prog: str, doc: str | None, default_dir: str, opts_example: str) -> argparse.ArgumentParser:
-    """The parser of a command that evaluates one backbone: the checkpoint, ``-o`` (default ``<run dir>/<default_dir>``),
-    ``--random-init`` (the same architecture untrained: the paired baseline) and trailing KEY VALUE overrides."""
-    p = command_parser(prog, doc, checkpoint=CHECKPOINT_HELP, output=f"output directory (default: <run dir>/{default_dir})")
+    """The parser of a command that evaluates one backbone: the checkpoint (or ``--weights FILE``), ``-o``
+    (default ``<run dir>/<default_dir>``), ``--random-init`` (the same architecture untrained: the paired baseline) and trailing KEY VALUE overrides."""
+    p = command_parser(prog, doc, checkpoint=CHECKPOINT_HELP, optional_checkpoint=True,
+                       output=f"output directory (default: <run dir>/{default_dir}, runs/external/<name>/{default_dir} "
+                              "for --weights)")
     p.add_argument("--random-init", action="store_true", help="evaluate the same backbone with random weights")
+    add_weights_arguments(p)
     p.add_argument("opts", nargs="*", help=f"KEY VALUE overrides, e.g. {opts_example}")
     return p
+
+
+WEIGHTS_HELP = ("a weights file instead of a run: torchvision/timm (.pth, .pt, .safetensors), MoCo (.pth.tar), "
+                "Lightning (.ckpt), VISSL, DINO or Detectron2 (.pkl) layouts, recognised from the keys")
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, evaluation: bool = True) -> None:
+    """The flags that say which backbone a weights file holds and what it is called: ``--arch``, ``--prefix``,
+    ``--name`` (its rows); for an evaluation, also ``--weights FILE`` (instead of the positional run) and ``-c``
+    (the evaluation's dataset and settings, as ``ring-pretrain -c``; a run brings its own)."""
+    if evaluation:
+        parser.add_argument("--weights", default=None, metavar="FILE", help=WEIGHTS_HELP)
+        parser.add_argument("-c", "--config", action="append", default=None,
+                            help="with --weights: config files or shipped names for the data and settings")
+    parser.add_argument("--name", default=None, help="a weights file's name in the results tables (default: the "
+                                                     "file's name)")
+    parser.add_argument("--arch", default=None, help="the ResNet the weights are (resnet50, timm:resnet50); default: "
+                                                     "read from the blocks and the stem")
+    parser.add_argument("--prefix", default=None, help="the key prefix the backbone sits under (e.g. "
+                                                       "module.encoder_q.); default: found from the keys")
+
+
+def weights_source(args: argparse.Namespace) -> tuple[str, dict]:
+    """(the run or file to evaluate, ``load_backbone``'s keyword arguments) from a command's arguments."""
+    weights = getattr(args, "weights", None)
+    if weights and args.checkpoint and not Path(args.checkpoint).exists() and hasattr(args, "opts"):
+        # with --weights the optional positional swallowed the first KEY of the overrides
+        args.opts, args.checkpoint = [args.checkpoint, *args.opts], None
+    given = [x for x in (args.checkpoint, weights) if x]
+    if len(given) != 1:
+        raise UserError(f"give {'either' if not given else 'only one of'} a ring-pretrain run (positional) or "
+                        "--weights FILE.")
+    return given[0], {k: getattr(args, k, None) for k in ("config", "arch", "prefix", "name")}
 
 
 def add_output(parser: argparse.ArgumentParser, help: str, required: bool = False) -> None:

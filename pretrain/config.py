@@ -83,6 +83,15 @@ def get_defaults() -> CfgNode:
     # retention: checkpoint_last.pth always; checkpoint_eNNNN.pth every KEEP_EVERY epochs and after the last one
     C.CHECKPOINT.KEEP_EVERY = 50
 
+    # Weights from elsewhere evaluated in place of a ring-pretrain run (ring-lincls --weights FILE, ...): set by
+    # pretrain.evaluation.pretrained.load_backbone from the file, recorded so that its rows are its own
+    C.WEIGHTS = CfgNode()
+    C.WEIGHTS.NAME = ""  # the row's name (default: the file's name)
+    C.WEIGHTS.SHA256 = ""  # the file's content hash: two files never share a row
+    C.WEIGHTS.FILE = ""
+    C.WEIGHTS.FORMAT = ""  # what the file was recognised as (pretrain/modeling/weight_formats.py)
+    C.WEIGHTS.PREFIX = ""  # the key prefix the backbone sat under
+
     C.LOG = CfgNode()
     C.LOG.PERIOD = 10
     C.LOG.TENSORBOARD = True
@@ -329,7 +338,7 @@ def config_from_yaml_str(text: str) -> CfgNode:
 # Keys that do not change what a run measures: the seed (it varies within a table cell), where things are
 # read or written, how the run is logged and checkpointed, and the memory layout.
 NOT_RESULT_KEYS = ("SEED", "DEVICE", "OUTPUT_DIR", "DATA.ROOT", "DATA.NUM_WORKERS", "MODEL.CHANNELS_LAST", "MOCO.BN_PASSES",
-                   "LOG.",
+                   "LOG.", "WEIGHTS.FILE", "WEIGHTS.FORMAT", "WEIGHTS.PREFIX",
                    "CHECKPOINT.")
 
 
@@ -354,7 +363,18 @@ def result_fingerprint(cfg: CfgNode) -> dict[str, str]:
 def provenance(cfg: CfgNode, random_init: bool = False) -> dict:
     """What a summary records about the model it evaluated: method, estimator, backbone, dataset, seed and the
     result fingerprint (``random_init``: the same architecture untrained, its method ``random_init``)."""
-    return {"method": "random_init" if random_init else cfg.OBJECTIVE.NAME,
-            "estimator": "none" if random_init else cfg.OBJECTIVE.ESTIMATOR,
+    external = bool(cfg.WEIGHTS.SHA256)  # weights from a file (load_backbone): the row is the file's
+    extra = {"name": cfg.WEIGHTS.NAME, "weights": {"file": cfg.WEIGHTS.FILE, "sha256": cfg.WEIGHTS.SHA256,
+                                                   "format": cfg.WEIGHTS.FORMAT}} if external else {}
+    return {"method": "random_init" if random_init else ("external" if external else cfg.OBJECTIVE.NAME),
+            "estimator": "none" if random_init or external else cfg.OBJECTIVE.ESTIMATOR, **extra,
             "backbone": cfg.MODEL.BACKBONE, "dataset": cfg.DATA.NAME, "seed": cfg.SEED,
             "config": result_fingerprint(cfg)}
+
+
+def row_name(summary: dict) -> str:
+    """How a command names the backbone of a summary: the weights file's name, ``random init``, or
+    ``<method>-<estimator>``."""
+    if summary["method"] == "random_init":
+        return "random init"
+    return summary.get("name") or f"{summary['method']}-{summary['estimator']}"

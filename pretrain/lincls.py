@@ -5,6 +5,8 @@
     ring-lincls runs/moco --random-init        # the same backbone, randomly initialised: the baseline
     ring-lincls runs/moco --random-init SEED 7 # another random init
     ring-lincls runs/moco LINCLS.PROTOCOL paper  # the authors' protocol: augmented views through the encoder
+    ring-lincls --weights resnet50.pth -c data/cifar10 -c paper_base   # any backbone: its file, your settings
+    ring-lincls --weights moco_v2_800ep.pth.tar --name mocov2 -c data/stl10 LINCLS.EPOCHS 100
 
 ``LINCLS.PROTOCOL`` names the recipe (``pretrain/evaluation/protocols.py``): ``cached`` (the default: features
 of un-augmented images computed once), ``paper`` (the authors' code) or ``moco`` (MoCo's).  The summary
@@ -14,16 +16,18 @@ from __future__ import annotations
 
 import sys
 
-from pretrain.common import cli_main, evaluation_parser
+from pretrain.common import cli_main, evaluation_parser, weights_source
+from pretrain.config import row_name
 from pretrain.evaluation.linear import run_lincls
 
 
 @cli_main("ring-lincls")
 def main(argv: list[str] | None = None) -> int:
     args = evaluation_parser("ring-lincls", __doc__, "lincls", "LINCLS.EPOCHS 30").parse_intermixed_args(argv)
-    s = run_lincls(args.checkpoint, args.output, args.opts, args.random_init)
+    source, weights = weights_source(args)
+    s = run_lincls(source, args.output, args.opts, args.random_init, weights=weights)
     m = s["metrics"]
-    print(f"[ring-lincls] {s['method']}-{s['estimator']} {s['backbone']} on {s['dataset']} ({s['protocol']} protocol): "
+    print(f"[ring-lincls] {row_name(s)} {s['backbone']} on {s['dataset']} ({s['protocol']} protocol): "
           f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%")
     return 0
 

@@ -172,3 +172,59 @@ def write_voc(root: Path, year: str, splits: dict[str, int], size: int = 64, see
                 f"<height>{size}</height><depth>3</depth></size><segmented>0</segmented>{objects}</annotation>")
         (base / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return base
+
+
+# -- weights files in the layouts other projects write (README "Evaluate your own backbone") -------------------
+WEIGHT_LAYOUTS = ("torchvision", "safetensors", "moco", "lightning", "vissl", "dino", "detectron2")
+
+
+def write_weights(sd: dict, path: Path, layout: str) -> Path:
+    """A torchvision-named ResNet state dict ``sd`` (classifier included) saved the way ``layout``'s project
+    saves it: a bare state dict (.pth), timm's .safetensors, MoCo's .pth.tar (query and key encoders, queue),
+    a Lightning .ckpt (solo-learn: backbone, momentum backbone, projector), VISSL (classy_state_dict trunk),
+    DINO (teacher and student) or Detectron2's .pkl (NumPy arrays, Detectron2 names)."""
+    import torch
+
+    from pretrain.modeling.weight_formats import torchvision_to_detectron2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().clone() for k, v in sd.items()}
+    trunk = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    head = {"0.weight": torch.randn(16, 8), "2.weight": torch.randn(8, 16)}
+    noisy = {k: v + 0.1 if v.is_floating_point() else v for k, v in trunk.items()}  # a second, different network
+    if layout == "torchvision":
+        torch.save(sd, path)
+    elif layout == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif layout == "moco":
+        state = {**{f"module.encoder_q.{k}": v for k, v in trunk.items()},
+                 **{f"module.encoder_q.fc.{k}": v for k, v in head.items()},
+                 **{f"module.encoder_k.{k}": v for k, v in noisy.items()},
+                 "module.queue": torch.randn(8, 32), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+        torch.save({"epoch": 200, "arch": "resnet50", "state_dict": state, "optimizer": {"state": {}, "param_groups": []}},
+                   path)
+    elif layout == "lightning":
+        state = {**{f"backbone.{k}": v for k, v in trunk.items()},
+                 **{f"momentum_backbone.{k}": v for k, v in noisy.items()},
+                 **{f"projector.{k}": v for k, v in head.items()}}
+        torch.save({"epoch": 99, "global_step": 1000, "pytorch-lightning_version": "2.1.0", "state_dict": state,
+                    "hyper_parameters": {"method": "byol", "lr": 0.5}}, path)
+    elif layout == "vissl":
+        torch.save({"classy_state_dict": {"base_model": {"model": {
+            "trunk": {f"_feature_blocks.{k}": v for k, v in trunk.items()},
+            "heads": {f"0.clf.{k}": v for k, v in head.items()}}}}, "phase_idx": 10}, path)
+    elif layout == "dino":
+        torch.save({"teacher": {**{f"backbone.{k}": v for k, v in trunk.items()},
+                                **{f"head.mlp.{k}": v for k, v in head.items()}},
+                    "student": {f"module.backbone.{k}": v for k, v in noisy.items()}, "epoch": 100}, path)
+    elif layout == "detectron2":
+        model = {torchvision_to_detectron2(k): v.float().numpy() for k, v in trunk.items()
+                 if not k.endswith("num_batches_tracked")}
+        with open(path, "wb") as f:
+            pickle.dump({"model": model, "__author__": "test", "matching_heuristics": True}, f)
+    else:
+        raise ValueError(f"unknown layout {layout}; layouts: {', '.join(WEIGHT_LAYOUTS)}")
+    return path

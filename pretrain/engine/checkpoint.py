@@ -46,7 +46,16 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a wrong or corrupt file
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}); "
                               "pass a checkpoint written by ring-pretrain.") from None
-    if not isinstance(state, dict) or state.get("kind") != KIND:
+    return checked(state, path)
+
+
+def is_pretrain_checkpoint(state) -> bool:
+    return isinstance(state, dict) and state.get("kind") == KIND
+
+
+def checked(state, path: Path) -> dict:
+    """``state`` if it is one of our checkpoints in the format this version reads; else one sentence."""
+    if not is_pretrain_checkpoint(state):
         what = state.get("kind", "a plain state dict") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a ring-pretrain checkpoint (it holds {what}); --resume needs the "
                               f"{LAST} of a ring-pretrain run directory.")

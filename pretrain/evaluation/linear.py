@@ -24,7 +24,7 @@ from pretrain.engine.lr_schedules import build_lr_lambda
 from pretrain.engine.seeding import seed_everything
 from pretrain.evaluation.accuracy import topk_accuracy
 from pretrain.evaluation.features import FeatureCache, InMemoryFeatures, extract_features
-from pretrain.evaluation.pretrained import load_backbone
+from pretrain.evaluation.pretrained import default_output, load_backbone
 from pretrain.evaluation.protocols import Protocol, build_protocol
 from pretrain.io import atomic_write_text, write_summary
 
@@ -108,10 +108,11 @@ def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_
 
 
 def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: list[str] | None = None,
-               random_init: bool = False, progress: bool = True) -> dict:
-    """Linear evaluation of the backbone of a pretraining run (or its random-init twin) under the run's
-    LINCLS settings plus ``opts``; writes ``config.yaml`` and ``summary.json`` under ``out_dir``."""
-    cfg, bb = load_backbone(checkpoint, random_init, opts)
+               random_init: bool = False, progress: bool = True, weights: dict | None = None) -> dict:
+    """Linear evaluation of the backbone of a pretraining run or weights file (or its random-init twin) under
+    the run's (the ``-c`` config's) LINCLS settings plus ``opts``; writes ``config.yaml`` and ``summary.json``
+    under ``out_dir``.  ``weights``: ``load_backbone``'s keywords for a weights file (config, arch, prefix, name)."""
+    cfg, bb = load_backbone(checkpoint, random_init, opts, **(weights or {}))
     seed_everything(cfg.SEED)
     device = resolve_device(cfg.DEVICE)
     bb.to(device).eval()
@@ -124,8 +125,7 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     iters = max(1, len(train_set) // L.BATCH_SIZE) * L.EPOCHS
     lr_lambda = build_lr_lambda(protocol.schedule, protocol.steps, 0.1, iters)
     src = Path(checkpoint)
-    run_dir = src if src.is_dir() else src.parent
-    out = Path(out_dir) if out_dir else run_dir / ("lincls_random_init" if random_init else "lincls")
+    out = Path(out_dir) if out_dir else default_output(src, cfg, "lincls", random_init)
     if protocol.cached:
         # features on disk (float16, memory-mapped) and streamed to the probe: memory bounded at any N
         out.mkdir(parents=True, exist_ok=True)
