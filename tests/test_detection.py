@@ -9,7 +9,8 @@ import torchvision
 
 from pretrain.cli import main as pretrain_main
 from tests.conftest import opts_with
-from transfer.detection.export import ExportError, export, torchvision_to_detectron2
+from pretrain.modeling.weight_formats import WeightsError, torchvision_to_detectron2
+from transfer.detection.export import ExportError, export
 from transfer.detection.resnet_table import detectron2_resnet_shapes
 from transfer.detection.scenes import generate
 from transfer.detection.train_net import CONFIG_ROOT, TransferError, load_cfg, register_custom
@@ -138,7 +139,7 @@ def test_export_prints_what_the_detectron2_config_must_set(tmp_path, capsys):
 
 def test_export_refuses_wrong_inputs(tmp_path):
     torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "notresnet.pth")
-    with pytest.raises(ExportError, match="is not a ResNet"):
+    with pytest.raises(WeightsError, match="holds no ResNet"):
         export(tmp_path / "notresnet.pth", tmp_path / "x.pkl")
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ExportError, match="is a ResNet-18 but --depth 50"):
@@ -146,7 +147,7 @@ def test_export_refuses_wrong_inputs(tmp_path):
     sd = torchvision.models.resnet18().state_dict()
     sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     torch.save(sd, tmp_path / "bad.pth")
-    with pytest.raises(ExportError, match=r"res2.0.conv1.weight has shape \(64, 64, 1, 1\)"):
+    with pytest.raises(WeightsError, match=r"another shape \(layer1.0.conv1.weight \(64, 64, 1, 1\)"):
         export(tmp_path / "bad.pth", tmp_path / "x.pkl")
     assert not (tmp_path / "x.pkl").exists()
 
@@ -329,3 +330,74 @@ def test_killed_detection_run_resumes_to_the_same_final_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
     s = json.loads((killed / "summary.json").read_text())
     assert s["metrics"]["iters"] == 8 - starts[-1]  # the rerun trained only what was left
+
+
+def _trained_like(net):
+    """BatchNorm statistics away from their init, so that a mapping error in the norms changes the features."""
+    torch.manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    return net
+
+
+@pytest.mark.parametrize("layout", ["moco", pytest.param("safetensors", marks=pytest.mark.slow)])
+def test_export_checks_detectron2_features_equal_the_source(tmp_path, layout, capsys):
+    from transfer.detection.export import main as export_main
+    from transfer.formats import write_weights
+
+    src = write_weights(_trained_like(torchvision.models.resnet50()).state_dict(),
+                        tmp_path / ("w.pth.tar" if layout == "moco" else "w.safetensors"), layout)
+    assert export_main([str(src), "-o", str(tmp_path / "w.pkl")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "integrity" in x)
+    diff = float(line.rsplit(" ", 1)[1])
+    assert "res2-res5" in line and 0 <= diff < 1e-3
+
+
+def test_integrity_check_catches_a_wrong_conversion(tmp_path):
+    from transfer.detection.export import source_modules
+    from transfer.detection.integrity import IntegrityError, max_feature_difference
+
+    torch.save(_trained_like(torchvision.models.resnet18()).state_dict(), tmp_path / "r18.pth")
+    info = export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
+    assert info["max_abs_diff"] < 1e-4
+    with open(tmp_path / "r18.pkl", "rb") as f:
+        data = pickle.load(f)
+    m = data["model"]  # a classic conversion slip: running mean and variance swapped in one norm
+    m["res3.0.conv1.norm.running_mean"], m["res3.0.conv1.norm.running_var"] = (
+        m["res3.0.conv1.norm.running_var"], m["res3.0.conv1.norm.running_mean"])
+    with open(tmp_path / "bad.pkl", "wb") as f:
+        pickle.dump(data, f)
+    modules, _ = source_modules(tmp_path / "r18.pth")
+    with pytest.raises(IntegrityError, match="computes other features than the source"):
+        max_feature_difference(modules, tmp_path / "bad.pkl", 18)
+
+
+def test_detectron2s_own_train_net_style_script_prints_box_and_mask_ap(tmp_path):
+    """tools/detectron2_train_net.py uses only Detectron2's public API (DefaultTrainer, COCOEvaluator with its
+    default arguments, launch): run in a fresh interpreter on exported weights and a builtin COCO dataset."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from transfer.tasks.detection import SMOKE, write_builtin_layouts
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    export(tmp_path / "r18.pth", tmp_path / "r18.pkl")
+    write_builtin_layouts(tmp_path / "d2", {"coco_2017_train", "coco_2017_val"})
+    cmd = [sys.executable, "tools/detectron2_train_net.py", "--config-file",
+           "detectron_configs/coco/mask_rcnn_R_18_FPN_1x.yaml", "MODEL.WEIGHTS", str(tmp_path / "r18.pkl"),
+           "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+           *map(str, SMOKE)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "DETECTRON2_DATASETS": str(tmp_path / "d2")})
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "using pycocotools' official COCOeval" in log or "fast" not in log
+    for task in ("bbox", "segm"):
+        i = log.index(f"copypaste: Task: {task}")
+        assert "copypaste: AP,AP50,AP75" in log[i:i + 300]

@@ -1,4 +1,3 @@
-import importlib.metadata as md
 import subprocess
 import sys
 
@@ -35,14 +34,14 @@ def test_detectron2_imports_and_builds_a_model_on_cpu():
 
 
 def test_missing_extension_fails_clearly_only_when_used():
-    from transfer.detectron2_compat import MissingExtensionError, has_cpp_extension
+    from transfer.detectron2_compat import has_cpp_extension
 
     if has_cpp_extension():
         pytest.skip("a full Detectron2 build is installed")
     from detectron2 import _C
     from detectron2.layers import deform_conv  # noqa: F401 - imports fine without the extension
 
-    with pytest.raises(MissingExtensionError, match="deform_conv_forward is a C.. op.*RINGNCE_DETECTRON2_SOURCE"):
+    with pytest.raises(_C.MissingExtensionError, match="deform_conv_forward is a C.. op.*RINGNCE_DETECTRON2_SOURCE"):
         _C.deform_conv_forward
 
 
@@ -57,12 +56,22 @@ def test_sdist_hash_is_checked(tmp_path, monkeypatch):
         inst.fetch_sdist(tmp_path)
 
 
-def test_numpy_and_pillow_aliases():
-    from transfer.detectron2_compat import ensure
+def test_installed_detectron2_imports_in_a_fresh_interpreter_without_our_modules():
+    """The fixes are in the installed sources: nothing of ours runs first, NumPy and Pillow keep their own names."""
+    code = ("import numpy as np, PIL.Image as I, detectron2.data, detectron2.evaluation, detectron2.engine; "
+            "assert not hasattr(np, 'float') and not hasattr(I, 'LINEAR'); "
+            "import sys; assert not [m for m in sys.modules if m.split('.')[0] in ('pretrain', 'transfer')]; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
-    ensure()
-    import numpy as np
-    from PIL import Image
 
-    assert hasattr(np, "bool") and np.float is float and np.int is int and Image.LINEAR == Image.BILINEAR
-    assert md.version("numpy")
+def test_patches_refuse_other_sources(tmp_path):
+    from transfer import detectron2_patches
+
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "coco_evaluation.py").write_text("# another release\n")
+    with pytest.raises(SystemExit, match="not Detectron2 v0.6's source"):
+        detectron2_patches.apply(tmp_path)
+    assert detectron2_patches.NUMPY_ALIASES.sub(lambda m: m.group(1), "np.float np.float32 np.bool_ np.int(x)") == \
+        "float np.float32 np.bool_ int(x)"

@@ -3,8 +3,9 @@
 - ``RINGNCE_DETECTRON2_SOURCE`` set (a git URL, or a local checkout of facebookresearch/detectron2):
   upstream Detectron2 is built from that source with its C++/CUDA extension: the full install.
 - Otherwise: the Python sources of Detectron2 v0.6 from PyPI's sdist ``pb1-detectron2==0.6`` (fetched
-  by pip, pinned by sha256) are installed without the C++ extension, which that sdist does not ship.
-  ``transfer.detectron2_compat`` supplies what the missing extension and newer NumPy/Pillow removed.
+  by pip, pinned by sha256) are installed without the C++ extension, which that sdist does not ship,
+  patched first (``transfer/detectron2_patches.py``: NumPy/Pillow names removed since v0.6, a stand-in
+  ``detectron2._C``, COCOEvaluator's fallback to pycocotools) so that any script using Detectron2 works.
   ``RINGNCE_DETECTRON2_SDIST`` may name a local copy of that tarball (offline mirrors); its sha256 is
   checked all the same.
 """
@@ -20,14 +21,16 @@ import tempfile
 from pathlib import Path
 
 from pretrain.common import cli_main, command_parser
+from transfer import detectron2_patches
 
 SDIST_REQ = "pb1-detectron2==0.6"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
-PYONLY_VERSION = "0.6+ringnce.pyonly"
+PYONLY_VERSION = "0.6+ringnce.pyonly.2"  # bumped whenever the patches change: make setup reinstalls
+OURS = "0.6+ringnce."
 ENV_SOURCE = "RINGNCE_DETECTRON2_SOURCE"
 ENV_SDIST = "RINGNCE_DETECTRON2_SDIST"
 LACKS = ("deformable convolution (DCN), rotated boxes / ROIAlignRotated / rotated NMS, and the fast C++ COCO "
-         "evaluator (COCOEvaluator runs with use_fast_impl=False); Mask/Keypoint R-CNN, FPN and C4 models use "
+         "evaluator (COCOEvaluator falls back to pycocotools' COCOeval); Mask/Keypoint R-CNN, FPN and C4 models use "
          "torchvision's roi_align/nms and train on CPU and GPU")
 
 _SETUP_PY = f'''from setuptools import find_packages, setup
@@ -85,6 +88,8 @@ def install_python_only(force: bool = False) -> None:
         with tarfile.open(sdist) as tar:
             tar.extractall(tmp / "src", filter="data")
         root = next((tmp / "src").iterdir())
+        for line in detectron2_patches.apply(root / "detectron2"):
+            print(f"[detectron2] patched {line}")
         for name in ("setup.py", "setup.cfg", "pyproject.toml"):
             (root / name).unlink(missing_ok=True)
         (root / "setup.py").write_text(_SETUP_PY)
@@ -113,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if have == PYONLY_VERSION and not args.force:
         print(f"[detectron2] Detectron2 {have} already installed (Python sources of {SDIST_REQ}); nothing to do.")
-    elif have and not args.force:
+    elif have and not have.startswith(OURS) and not args.force:
         print(f"[detectron2] Detectron2 {have} is installed (not ours); keeping it. Use --force to replace it.")
         return 0
-    else:
-        install_python_only(force=args.force)
+    else:  # not installed, an earlier build of ours (other patches), or --force
+        install_python_only(force=bool(args.force or have))
         print(f"[detectron2] installed Detectron2 {PYONLY_VERSION}: the Python sources of {SDIST_REQ} "
               f"(sha256 {SDIST_SHA256[:12]}...) without the C++ extension.")
     print(f"[detectron2] this build lacks: {LACKS}. For the full build set {ENV_SOURCE} to a Detectron2 git URL "

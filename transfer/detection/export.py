@@ -1,32 +1,35 @@
 """ring-export: a pretrained backbone -> Detectron2's weight format (.pkl).
 
     ring-export runs/moco -o runs/moco/model_final.pkl          # a ring-pretrain run or checkpoint
-    ring-export resnet50_state_dict.pth -o r50.pkl                # torchvision / timm ResNet state dicts too
+    ring-export resnet50_state_dict.pth -o r50.pkl                # any weights file load_backbone reads
+    ring-export moco_v2_800ep.pth.tar -o mocov2.pkl --prefix module.encoder_q.   # a prefix, when the guess fails
 
 Accepted inputs: our pretraining checkpoints (MoCo's query encoder, IR/SimCLR's encoder, CMC's two
-streams), and torchvision/timm ResNet-18/34/50/101 state dicts, bare or under 'state_dict'/'model' and a
-prefix such as 'module.encoder_q.'.  Names are mapped (conv1 -> stem.conv1, bnK -> convK.norm,
-layerN -> res(N+1), downsample.0/1 -> shortcut/shortcut.norm); heads, classifiers, key encoders, banks,
-queues and num_batches_tracked are dropped.  Before writing, every name and shape is checked against
-Detectron2's ResNet of that depth (``resnet_table``); anything unexpected stops with one sentence.  The
+streams), and every weights layout ``load_backbone`` recognises (torchvision/timm state dicts and
+.safetensors, MoCo .pth.tar, Lightning, VISSL, DINO, Detectron2), ResNet-18/34/50/101.  Names are
+mapped (conv1 -> stem.conv1, bnK -> convK.norm, layerN -> res(N+1), downsample.0/1 -> shortcut/shortcut.norm);
+heads, classifiers, key encoders, banks, queues and num_batches_tracked are dropped.  Before writing, every name and shape is checked against
+Detectron2's ResNet of that depth (``resnet_table``); anything unexpected stops with one sentence.  Then
+Detectron2's own ResNet loads the file and must reproduce the source's res2-res5 features on one batch
+(``integrity.py``; the max difference is printed); only then is the file moved into place.  The
 file is a pickle of {"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True},
 written atomically: Detectron2 recognises it as its own format only with both 'model' and '__author__'.
 """
 from __future__ import annotations
 
 import pickle
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pretrain.common import CHECKPOINT_HELP, UserError, cli_main, command_parser
+from pretrain.common import CHECKPOINT_HELP, UserError, add_weights_arguments, cli_main, command_parser
+from pretrain.config import provenance
 from pretrain.data.color import STREAMS as CMC_STREAMS
-from pretrain.engine.checkpoint import KIND as PRETRAIN_KIND
-from pretrain.engine.checkpoint import CheckpointError, backbone_state_dict
+from pretrain.evaluation.pretrained import load_backbone
 from pretrain.io import atomic_path
+from pretrain.modeling.weight_formats import torchvision_to_detectron2
 from transfer.detection.resnet_table import depth_of, detectron2_resnet_shapes
 
 AUTHOR = "ringnce"
@@ -36,87 +39,14 @@ class ExportError(UserError):
     """An input that is not a ResNet Detectron2 can load (one sentence)."""
 
 
-def torchvision_to_detectron2(name: str) -> str:
-    if not name.startswith("layer"):
-        name = "stem." + name
-    name = re.sub(r"^layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", name)
-    name = re.sub(r"\bbn(\d)\b", r"conv\1.norm", name)
-    name = name.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
-    return name
-
-
-def _load(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ExportError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:150]}).") \
-            from None
-    if not isinstance(obj, dict):
-        raise ExportError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint.")
-    return obj
-
-
-def _strip_prefix(sd: dict, where: str) -> dict:
-    """Find the ResNet inside a state dict with arbitrary prefixes (module., encoder_q., backbone. ...)."""
-    prefixes = sorted({k[: -len("conv1.weight")] for k in sd if k.endswith("conv1.weight") and "layer" not in k
-                       and f"{k[: -len('conv1.weight')]}layer1.0.conv1.weight" in sd})
-    if not prefixes:
-        raise ExportError(f"{where} is not a ResNet: no conv1.weight with layer1..4 next to it (got keys like "
-                          f"{', '.join(list(sd)[:3])}).")
-    preferred = [p for p in prefixes if "encoder_k" not in p and "key" not in p]
-    if len(preferred) > 1:
-        q = [p for p in preferred if "encoder_q" in p or "query" in p]
-        preferred = q if len(q) == 1 else preferred
-    if len(preferred) != 1:
-        raise ExportError(f"{where} holds several ResNets ({', '.join(p or '<root>' for p in prefixes)}); export "
-                          "one of them as a plain state dict.")
-    p = preferred[0]
-    return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-
-
-def backbones_of(path: str | Path, random_init: bool = False) -> dict[str, dict[str, torch.Tensor]]:
-    """{stream name: torchvision-named state dict}; one stream ('') except for CMC ('l', 'ab').  With
-    ``random_init``, a pretraining run's own architecture untrained, initialised from the run's SEED: the
-    baseline paired with it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint_last.pth"
-    if not path.is_file():
-        raise ExportError(f"{path} does not exist; pass a ring-pretrain run directory or a checkpoint file.")
-    obj = _load(path)
-    if random_init and obj.get("kind") != PRETRAIN_KIND:
-        raise ExportError(f"--random-init needs a ring-pretrain run or checkpoint (its architecture), not {path}.")
-    if obj.get("kind") == PRETRAIN_KIND:
-        try:
-            sd = untrained_backbone(path) if random_init else backbone_state_dict(obj)
-        except CheckpointError as e:
-            raise ExportError(str(e)) from None
-        if all(k.split(".")[0] in CMC_STREAMS for k in sd):
-            return {s: {k[len(s) + 1:]: v for k, v in sd.items() if k.startswith(s + ".")} for s in CMC_STREAMS}
-        return {"": sd}
-    for key in ("state_dict", "model"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    return {"": _strip_prefix(tensors, str(path))}
-
-
-def untrained_backbone(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    from pretrain.evaluation.pretrained import load_backbone
-
-    return load_backbone(checkpoint, random_init=True)[1].state_dict()
-
-
-def source_info(src: str | Path, random_init: bool = False) -> dict:
-    """method/estimator/backbone/seed and the result fingerprint of the pretraining run behind src (for the
-    results tables)."""
-    path = Path(src) / "checkpoint_last.pth" if Path(src).is_dir() else Path(src)
-    obj = _load(path)
-    if obj.get("kind") != PRETRAIN_KIND:
-        return {"checkpoint": str(src), "method": "external", "estimator": "none"}
-    from pretrain.config import config_from_yaml_str, provenance
-
-    return {"checkpoint": str(src), **provenance(config_from_yaml_str(obj["config"]), random_init)}
+def source_modules(src: str | Path, random_init: bool = False, arch: str | None = None, prefix: str | None = None,
+                   opts: list[str] | None = None, name: str | None = None) -> tuple[dict[str, torch.nn.Module], dict]:
+    """({stream name: ResNet trunk}, provenance) through ``load_backbone``: one stream ('') except for CMC
+    ('l', 'ab').  With ``random_init``, the architecture untrained, initialised from its SEED: the baseline
+    paired with it."""
+    cfg, bb = load_backbone(src, random_init, opts, arch=arch, prefix=prefix, name=name)
+    streams = {s: getattr(bb, s) for s in CMC_STREAMS} if all(hasattr(bb, s) for s in CMC_STREAMS) else {"": bb}
+    return streams, {"checkpoint": str(src), **provenance(cfg, random_init)}
 
 
 def convert(sd: dict[str, torch.Tensor], where: str, expect_depth: int | None = None
@@ -154,21 +84,30 @@ def convert(sd: dict[str, torch.Tensor], where: str, expect_depth: int | None = 
     return out, depth
 
 
-def export(src: str | Path, dst: str | Path, expect_depth: int | None = None, random_init: bool = False) -> dict:
-    """Writes the Detectron2 .pkl; returns {'depth', 'streams', 'tensors', 'width'}."""
-    streams = backbones_of(src, random_init)
+def export(src: str | Path, dst: str | Path, expect_depth: int | None = None, random_init: bool = False,
+           arch: str | None = None, prefix: str | None = None, check: bool = True, opts: list[str] | None = None,
+           name: str | None = None) -> dict:
+    """Writes the Detectron2 .pkl; returns {'depth', 'streams', 'tensors', 'width', 'max_abs_diff'}: with
+    ``check``, Detectron2's ResNet loads the written file and its res2-res5 features are compared with the
+    source's on one batch (``transfer.detection.integrity``), before the file is moved into place."""
+    modules, source = source_modules(src, random_init, arch, prefix, opts, name)
     model: dict[str, np.ndarray] = {}
     depth = None
-    for stream, sd in streams.items():
-        converted, depth = convert(sd, f"{src}" + (f" ({stream} stream)" if stream else ""), expect_depth)
-        prefix = f"{stream}." if stream else ""
-        model.update({prefix + k: v for k, v in converted.items()})
-    payload = {"model": model, "__author__": AUTHOR, "matching_heuristics": True,
-               "ringnce_source": source_info(src, random_init)}
-    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    for stream, m in modules.items():
+        converted, depth = convert(m.state_dict(), f"{src}" + (f" ({stream} stream)" if stream else ""),
+                                   expect_depth)
+        model.update({(f"{stream}." if stream else "") + k: v for k, v in converted.items()})
+    payload = {"model": model, "__author__": AUTHOR, "matching_heuristics": True, "ringnce_source": source}
     width = int(next(v for k, v in model.items() if k.endswith("stem.conv1.weight")).shape[0])
-    return {"depth": depth, "streams": [s or "rgb" for s in streams], "tensors": len(model), "width": width}
+    info = {"depth": depth, "streams": [s or "rgb" for s in modules], "tensors": len(model), "width": width}
+    with atomic_path(dst) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if check:
+            from transfer.detection.integrity import max_feature_difference
+
+            info["max_abs_diff"] = max_feature_difference(modules, tmp, depth)
+    return info
 
 
 def config_requirements(info: dict) -> list[str]:
@@ -199,12 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     p = command_parser("ring-export", __doc__, checkpoint=CHECKPOINT_HELP + ", or a ResNet state dict",
                        output="the .pkl file to write", output_required=True)
     p.add_argument("--depth", type=int, default=None, help="refuse unless the backbone has this depth")
-    p.add_argument("--random-init", action="store_true", help="the run's architecture, untrained (seeded by its "
-                                                               "SEED): the random-init baseline for detection")
-    args = p.parse_args(argv)
-    info = export(args.checkpoint, args.output, args.depth, args.random_init)
+    p.add_argument("--random-init", action="store_true", help="the architecture, untrained (seeded by its SEED): the "
+                                                               "random-init baseline for detection")
+    add_weights_arguments(p)
+    p.add_argument("--no-check", action="store_true", help="skip loading the .pkl into Detectron2's ResNet and "
+                                                           "comparing its res2-res5 features with the source's")
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. SEED 3 (the seed of a --random-init twin, and "
+                                           "the seed the results tables file a weights file's rows under)")
+    args = p.parse_intermixed_args(argv)
+    info = export(args.checkpoint, args.output, args.depth, args.random_init, args.arch, args.prefix,
+                  check=not args.no_check, opts=args.opts, name=args.name)
     print(f"[ring-export] ResNet-{info['depth']} ({', '.join(info['streams'])}), {info['tensors']} tensors -> "
           f"{args.output}")
+    if "max_abs_diff" in info:
+        print(f"[ring-export] integrity: Detectron2's ResNet built from {args.output} reproduces the source's res2-res5 "
+              f"features, max |difference| {info['max_abs_diff']:.2e}")
     needs, shipped = config_requirements(info)
     print("[ring-export] the Detectron2 config must set (stock configs load these weights silently and compute "
           "wrong features):\n  " + "\n  ".join(needs))

@@ -82,7 +82,7 @@ def add_cmc_config(cfg: CfgNode) -> None:
     cfg.MODEL.CMC.WIDTH = 32  # each stream's stem/res2 width (CMC: half a ResNet per view)
 
 
-def _stream(in_chans: int, width: int, depth: int, norm: str, out_features, freeze_at: int) -> ResNet:
+def resnet_stream(in_chans: int, width: int, depth: int, norm: str, out_features, freeze_at: int) -> ResNet:
     kind, blocks = DEPTHS[depth]
     stem = BasicStem(in_channels=in_chans, out_channels=width, norm=norm)
     stages, in_ch = [], width
@@ -107,7 +107,7 @@ class CMCResNet(Backbone):
         self._out_features = list(out_features or r.OUT_FEATURES)
         args = (cfg.MODEL.CMC.WIDTH, r.DEPTH, r.NORM, self._out_features, cfg.MODEL.BACKBONE.FREEZE_AT)
         for name in STREAMS:  # attributes 'l' and 'ab': the prefixes of the exported weights
-            self.add_module(name, _stream(stream_channels(name), *args))
+            self.add_module(name, resnet_stream(stream_channels(name), *args))
         self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1), False)
         self._out_feature_channels = {f: sum(getattr(self, s)._out_feature_channels[f] for s in STREAMS)
@@ -146,7 +146,7 @@ def build_resnet_any_width_backbone(cfg, input_shape):
     it), at any depth: the narrow backbones pretrained on a CPU (MODEL.WIDTH).  Detectron2's own builder
     fixes 64 for ResNet-18/34.  Same parameter names, so a ring-export .pkl loads as into Detectron2's."""
     r = cfg.MODEL.RESNETS
-    return _stream(input_shape.channels, r.STEM_OUT_CHANNELS, r.DEPTH, r.NORM, r.OUT_FEATURES,
+    return resnet_stream(input_shape.channels, r.STEM_OUT_CHANNELS, r.DEPTH, r.NORM, r.OUT_FEATURES,
                    cfg.MODEL.BACKBONE.FREEZE_AT)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from transfer.detectron2_compat import ensure
 
-ensure()  # before the first Detectron2 import
+ensure()  # one sentence if Detectron2 is missing or an outdated build, before importing it
 
 import detectron2.utils.comm as comm  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
@@ -40,9 +40,11 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # 
 
 from pretrain.common import NumpyOnlyUnpickler, add_output, cli_main, find_file  # noqa: E402
 from pretrain.io import write_summary  # noqa: E402
+from pretrain.modeling.weight_formats import detectron2_to_torchvision  # noqa: E402
 
 from transfer.detection import CONFIG_ROOT, TransferError  # noqa: E402
 from transfer.detection import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
+from transfer.detection.resnet_table import depth_of  # noqa: E402
 from transfer.detection.resume import (STATE_KEY, ResumableTrainingSampler, ResumePoint, RunState,  # noqa: E402
                                        detach_from_global_rng, resume_point)
 from transfer.detection.scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
@@ -126,18 +128,43 @@ def check_cfg(cfg) -> None:
     weights = cfg.MODEL.WEIGHTS
     if weights and not weights.startswith(("detectron2://", "http")) and not Path(weights).is_file():
         raise TransferError(f"MODEL.WEIGHTS {weights} does not exist; export one with ring-export CKPT -o FILE.pkl.")
+    check_weights_fit(cfg)
 
 
-def weights_source(weights: str) -> dict:
-    """What ring-export recorded about the pretraining run behind a .pkl (method, estimator, backbone)."""
+def read_pkl(weights: str) -> dict:
+    """A Detectron2 .pkl's contents ({} for anything else: Detectron2 itself will load or reject it)."""
     if not weights.endswith(".pkl") or not Path(weights).is_file():
         return {}
     try:
         with open(weights, "rb") as f:  # arrays and plain containers only: a .pkl cannot run code here
             data = NumpyOnlyUnpickler(f).load()
     except pickle.UnpicklingError:
-        return {}  # not one of ours (Detectron2 itself will load or reject it)
-    return data.get("ringnce_source", {}) if isinstance(data, dict) else {}
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def weights_source(weights: str) -> dict:
+    """What ring-export recorded about the pretraining run behind a .pkl (method, estimator, backbone)."""
+    return read_pkl(weights).get("ringnce_source", {})
+
+
+def check_weights_fit(cfg) -> None:
+    """The ResNet in MODEL.WEIGHTS has the config's depth and width: otherwise Detectron2 would skip the
+    misshapen tensors with a log line and train a partly random backbone."""
+    model = read_pkl(cfg.MODEL.WEIGHTS).get("model", {})
+    if "stem.conv1.weight" not in model:
+        return  # not a single-stream ResNet of ours (CMC streams are checked by their own builder's shapes)
+    depth = depth_of(detectron2_to_torchvision(k) for k in model)
+    width = int(model["stem.conv1.weight"].shape[0])
+    r = cfg.MODEL.RESNETS
+    if depth is None or (depth, width) == (r.DEPTH, r.STEM_OUT_CHANNELS):
+        return
+    res2 = width * (4 if depth >= 50 else 1)
+    fix = f"MODEL.RESNETS.DEPTH {depth} MODEL.RESNETS.STEM_OUT_CHANNELS {width} MODEL.RESNETS.RES2_OUT_CHANNELS {res2}"
+    if width != 64:
+        fix += " and an any-width backbone (MODEL.BACKBONE.NAME build_resnet_any_width_fpn_backbone, or ..._backbone for C4)"
+    raise TransferError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} holds a ResNet-{depth} of width {width} but the config "
+                        f"builds a ResNet-{r.DEPTH} of width {r.STEM_OUT_CHANNELS}; set {fix}.")
 
 
 # -- training ----------------------------------------------------------------------------------------
@@ -256,7 +283,8 @@ def train(args):
                       estimator=src.get("estimator", "none"), backbone=f"R-{cfg.MODEL.RESNETS.DEPTH}",
                       dataset=cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "", seed=src.get("seed", cfg.SEED),
                       metrics=metrics, detectron2_config=args.config_file, task=_task(cfg),
-                      weights=cfg.MODEL.WEIGHTS, detectron2_seed=cfg.SEED, config=src.get("config", {}))
+                      weights=cfg.MODEL.WEIGHTS, detectron2_seed=cfg.SEED, config=src.get("config", {}),
+                      **({"name": src["name"]} if src.get("name") else {}))
         print(f"[ring-train-net] {_task(cfg)}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
                                                              if "/" in k))
     return results
