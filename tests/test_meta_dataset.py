@@ -39,7 +39,9 @@ def _check_episode(spec, split, ep, protocol):
         assert all(ep.support[ep.support_labels == j][:, 0] == c)
 
 
-@pytest.mark.parametrize("name", ["aircraft", "cu_birds", "dtd", "fungi", "mscoco", "quickdraw", "traffic_sign",
+# quickdraw (~1 min: its classes hold ~100k images each) under -m slow; the other nine sources run by default
+@pytest.mark.parametrize("name", ["aircraft", "cu_birds", "dtd", "fungi", "mscoco",
+                                  pytest.param("quickdraw", marks=pytest.mark.slow), "traffic_sign",
                                   "vgg_flower", "omniglot", "ilsvrc_2012"])
 def test_variable_episodes_obey_the_rules_on_official_specs(name):
     spec = official_spec(name)

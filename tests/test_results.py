@@ -10,8 +10,8 @@ CFG = {"MODEL.BACKBONE": "resnet18", "MODEL.WIDTH": "64", "DATA.NAME": "cifar10"
        "RING.SCHEDULE": "constant", "OBJECTIVE.NAME": "moco"}
 
 
-def _write(root, name, **s):
-    d = root / name
+def _write(root, folder, **s):
+    d = root / folder
     d.mkdir(parents=True)
     base = {"backbone": "resnet18", "seed": 0}
     (d / "summary.json").write_text(json.dumps({**base, **s}))
@@ -192,3 +192,28 @@ def test_evaluation_settings_are_columns_and_new_keys_take_their_default(tmp_pat
     assert lin.loc["moco-nce", "cifar10 (cached protocol) [LINCLS.EPOCHS=30]"] == "60.00 (n=1)"
     assert lin.loc["moco-nce", "cifar10 (cached protocol) [LINCLS.EPOCHS=100]"] == "62.00 (n=1)"
     assert lin.loc["moco-nce", "cifar10 (kNN monitor)"] == "50.00 (n=1)"
+
+
+def test_weights_files_are_rows_keyed_by_content_never_merged(tmp_path):
+    """Two files given the same name are two rows (their hashes shown); one file at two seeds is one row, n=2;
+    an external detection summary from before hashing is keyed by its path, not merged with another."""
+    def ext(name, sha, seed, top1, row="r50"):
+        _write(tmp_path, name, stage="lincls", method="external", estimator="none", dataset="cifar10", seed=seed,
+               name=row, metrics={"top1": top1}, config={**CFG, "WEIGHTS.NAME": row, "WEIGHTS.SHA256": sha,
+                                                         "LINCLS.EPOCHS": "100"})
+
+    ext("a0", "aaa", 0, 60.0)
+    ext("a1", "aaa", 1, 62.0)
+    ext("b0", "bbb", 0, 70.0)
+    ext("c0", "ccc", 0, 50.0, row="dino")
+    for i, path in enumerate(("x.pkl", "y.pkl")):
+        _write(tmp_path, f"old{i}", stage="detection", method="external", estimator="none", task="mask_rcnn_FPN",
+               dataset="scenes", weights=path, metrics={"bbox/AP": 10.0 + i})
+    tables = make_tables([tmp_path])
+    lin = tables["linear"].cells
+    assert sorted(lin.index) == ["dino", "r50 [WEIGHTS.SHA256=aaa]", "r50 [WEIGHTS.SHA256=bbb]"]
+    assert lin.loc["r50 [WEIGHTS.SHA256=aaa]"].iloc[0].startswith("61.00 ±") and "(n=2)" in \
+        lin.loc["r50 [WEIGHTS.SHA256=aaa]"].iloc[0]
+    assert lin.loc["r50 [WEIGHTS.SHA256=bbb]"].iloc[0] == "70.00 (n=1)"
+    det = tables["detection"].cells
+    assert len(det) == 2 and sorted(det.iloc[:, 0]) == ["10.00 (n=1)", "11.00 (n=1)"]

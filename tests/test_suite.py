@@ -161,3 +161,73 @@ def test_estimators_all_is_the_registry_and_an_unknown_one_stops_before_any_stag
     assert len(estimator_names()) >= 8
     with pytest.raises(SuiteError, match="'pretrain.estimators' names 'rign', which is not registered"):
         load_suite(_tiny_suite(tmp_path, pretrain__estimators=["nce", "rign"]))
+
+
+def test_a_moco_checkpoint_goes_through_every_task_as_its_named_row(tmp_path, monkeypatch):
+    """The fast case: one MoCo .pth.tar entry, only its own stages (and the data conversion they need)."""
+    import torch
+    import torchvision
+
+    from transfer.formats import write_weights
+    from transfer.suite import run_suite
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.manual_seed(0)
+    src = write_weights(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth.tar", "moco")
+    path = _tiny_suite(tmp_path, knn={"enabled": True, "overrides": ["KNN.K", 5]},
+                       backbones=[{"name": "mocov2", "path": str(src)}])
+    suite, _ = load_suite(path)
+    out = tmp_path / "out"
+    mine = {st.name.split()[0]: st for st in plan(suite, out) if "mocov2" in st.name}
+    assert set(mine) == {"lincls", "knn", "export", "mask", "meta-dataset"}
+    # Detectron2 (run in the slow test and by test_detection): the task's config made to build this ResNet-18
+    cmd = " ".join(map(str, mine["mask"].cmd))
+    assert "MODEL.RESNETS.DEPTH 18 MODEL.RESNETS.STEM_OUT_CHANNELS 64 MODEL.RESNETS.RES2_OUT_CHANNELS 64" in cmd
+    assert "--name mocov2" in " ".join(map(str, mine["export"].cmd))
+    text = run_suite(suite, out, progress=False, select=lambda sts: [
+        st for st in sts if ("mocov2" in st.name and st.kind != "export" and "mask" not in st.name)
+        or st.kind == "convert"])
+    for section in text.split("## ")[1:]:
+        if not section.startswith("Detectron2"):
+            assert "| mocov2 " in section and "(n=1)" in section, section[:300]
+    s = json.loads((out / "backbones/default/mocov2_s0/lincls/summary.json").read_text())
+    assert s["name"] == "mocov2" and s["seed"] == 0 and "MoCo checkpoint" in s["weights"]["format"]
+
+
+@pytest.mark.slow
+def test_backbones_from_files_go_through_every_task_as_named_rows(tmp_path, capsys, monkeypatch):
+    """A torchvision .pth and a MoCo .pth.tar beside the pretraining run: every enabled task (linear probe, kNN,
+    Detectron2, Meta-Dataset) evaluates each at the suite's seed, and each is a row named by its entry."""
+    import torch
+    import torchvision
+
+    from transfer.formats import write_weights
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.manual_seed(0)
+    tv = write_weights(torchvision.models.resnet18().state_dict(), tmp_path / "w" / "r18.pth", "torchvision")
+    moco = write_weights(torchvision.models.resnet18().state_dict(), tmp_path / "w" / "r18.pth.tar", "moco")
+    path = _tiny_suite(tmp_path, pretrain__estimators=["nce"], random_init=False,
+                       knn={"enabled": True, "overrides": ["KNN.K", 5]},
+                       backbones=[{"name": "tv-r18", "path": str(tv)}, {"name": "moco-r18", "path": str(moco)}])
+    out = tmp_path / "out"
+    assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
+    tables = (out / "results" / "tables.md").read_text()
+    for section in tables.split("## ")[1:]:
+        assert "| tv-r18" in section and "| moco-r18" in section and "| moco-nce" in section, section[:300]
+    for name, src in (("tv-r18", tv), ("moco-r18", moco)):
+        for stage in ("lincls", "knn", "det_mask", "meta_dataset"):
+            s = json.loads((out / "backbones" / "default" / f"{name}_s0" / stage / "summary.json").read_text())
+            assert s["method"] == "external" and s["name"] == name and s["seed"] == 0, (name, stage)
+            assert s["config"]["WEIGHTS.SHA256"] == __import__("hashlib").sha256(src.read_bytes()).hexdigest()
+    assert "Meta-Dataset" in capsys.readouterr().out
+
+
+def test_backbones_entries_are_checked_before_any_stage(tmp_path):
+    with pytest.raises(SuiteError, match="backbone 'x': .*nowhere.pth does not exist"):
+        load_suite(_tiny_suite(tmp_path, backbones=[{"name": "x", "path": str(tmp_path / "nowhere.pth")}]))
+    (tmp_path / "a.pth").write_bytes(b"")
+    with pytest.raises(SuiteError, match="backbone name 'a' is used twice"):
+        load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth")}] * 2))
+    with pytest.raises(SuiteError, match="'backbones\\[\\].weight'"):
+        load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth"), "weight": 1}]))

@@ -38,6 +38,8 @@ RANDOM_INIT = "random_init"
 # What fixes a random-init backbone's architecture and its evaluation: a baseline pairs with every pretrained
 # run that agrees on these.
 ARCHITECTURE_KEYS = ("MODEL.", "DATA.", "CMC.WIDTH", "streams")
+EXTERNAL = "external"  # weights from a file (pretrain.config.provenance): a row per file, keyed by content
+WEIGHTS_KEYS = ("WEIGHTS.NAME", "WEIGHTS.SHA256")
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,6 +129,10 @@ def _config_of(s: dict) -> dict:
     cfg["streams"] = _streams(cfg.get("OBJECTIVE.NAME", s.get("method")))
     if s["method"] == RANDOM_INIT:  # an untrained backbone: only its architecture and evaluation matter
         cfg = {k: v for k, v in cfg.items() if _matches(k, ARCHITECTURE_KEYS)}
+    elif s["method"] == EXTERNAL:  # a weights file: its content (and the name it was given), nothing else
+        cfg = {k: v for k, v in cfg.items() if _matches(k, WEIGHTS_KEYS)}
+        if not cfg.get("WEIGHTS.SHA256"):  # written before files were hashed: at least never merge two paths
+            cfg = {"WEIGHTS.NAME": str(s.get("name") or s.get("checkpoint") or s.get("weights")), "WEIGHTS.SHA256": "?"}
     for k in ("OBJECTIVE.NAME", "OBJECTIVE.ESTIMATOR"):
         cfg.pop(k, None)  # the row's method and estimator
     return cfg
@@ -214,23 +220,27 @@ def _with_keys(name: str, config: dict, keys: list[str]) -> str:
     return name + " [" + ", ".join(f"{k}={config.get(k, MISSING)}" for k in keys) + "]"
 
 
-def _label(method: str, estimator: str) -> str:
+def _label(method: str, estimator: str, cfg: dict) -> str:
+    if method == EXTERNAL:
+        return cfg.get("WEIGHTS.NAME", EXTERNAL)
     return "random init" if method == RANDOM_INIT else (f"{method}-{estimator}" if estimator != "none" else method)
 
 
 def _labels(groups: list[tuple]) -> dict[tuple, str]:
-    """Row labels: method-estimator, plus the configuration keys that tell apart rows sharing that name."""
+    """Row labels: method-estimator (a weights file: its name), plus the configuration keys that tell apart rows
+    sharing that name (two files of one name: their content hashes)."""
     out = {}
     for g in groups:
-        same = [h for h in groups if h[:2] == g[:2]]
-        label = _label(*g[:2])
+        label = _label(*g[:2], dict(g[2]))
+        same = [h for h in groups if _label(*h[:2], dict(h[2])) == label]
         out[g] = _with_keys(label, dict(g[2]), _differing([dict(h[2]) for h in same])) if len(same) > 1 else label
     return out
 
 
 def _order(g: tuple) -> tuple:
     method, est = g[:2]
-    return (method == RANDOM_INIT, method, estimator_order().index(est) if est in estimator_order() else 99, str(g[2]))
+    return (method == RANDOM_INIT, method == EXTERNAL, method,
+            estimator_order().index(est) if est in estimator_order() else 99, str(g[2]))
 
 
 def _fmt_cell(sel: pd.DataFrame, episode_ci: bool) -> str:

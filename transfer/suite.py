@@ -18,6 +18,7 @@ Layout of OUT:
                                                            det_<task>/, meta_dataset/ inside it
     baselines/<dataset>/<rgb|lab>_random_init_s<seed>/     the same evaluations of the run's architecture,
                                                            untrained at that seed (``random_init: true``)
+    backbones/<dataset>/<name>_s<seed>/                    the same evaluations of each ``backbones:`` entry
     md_records/                                            converted Meta-Dataset sources
     results/tables.md, results/deltas.png                  ring-results over OUT
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,7 +48,11 @@ CORE_SCHEMA = {
                  "seeds": [0], "overrides": [], "nproc_per_node": 1,
                  "estimator_seeds": None},  # {estimator: [seeds]}: its own seeds instead of `seeds`
     "random_init": True,  # the paired baseline: every evaluation of each architecture untrained, at every seed
+    # weights from elsewhere, through every enabled task beside the runs: [{name, path, arch, prefix}], evaluated at
+    # every seed of pretrain.seeds with the pretraining config's data and settings (paired with the runs' seeds)
+    "backbones": [],
 }
+BACKBONE_SCHEMA = {"name": "", "path": "", "arch": "", "prefix": ""}
 
 
 def schema() -> dict:
@@ -90,6 +96,32 @@ def _check_estimators(P: dict, where: str) -> None:
                          f"'pretrain.estimators' does not run ({', '.join(P['estimators'])}).")
 
 
+def _check_backbones(entries, where: str) -> list[dict]:
+    """Each ``backbones:`` entry named (a folder name, unique) and its file present, before any stage runs."""
+    if not isinstance(entries, list):
+        raise SuiteError(f"{where}: 'backbones' must be a list of {{name, path}} entries, not {entries!r}.")
+    out = []
+    for e in entries:
+        if not isinstance(e, dict):
+            raise SuiteError(f"{where}: each 'backbones' entry is {{name: ..., path: ...}}, not {e!r}.")
+        check_keys(e, BACKBONE_SCHEMA, where, "backbones[].", error=SuiteError)
+        e = {**BACKBONE_SCHEMA, **{k: str(v) for k, v in e.items()}}
+        if not e["name"] or not e["path"]:
+            raise SuiteError(f"{where}: every 'backbones' entry needs a name and a path (got {e}).")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", e["name"]):
+            raise SuiteError(f"{where}: backbone name '{e['name']}' names a folder: use letters, digits, '_', '-', "
+                             "'.', '+'.")
+        if not Path(e["path"]).is_file():
+            raise SuiteError(f"{where}: backbone '{e['name']}': {e['path']} does not exist; give the path of its "
+                             "weights file (relative to where ring-suite runs).")
+        out.append(e)
+    names = [e["name"] for e in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SuiteError(f"{where}: backbone name '{dup[0]}' is used twice; each entry's name is its rows' name.")
+    return out
+
+
 def load_suite(path: str | Path | None) -> tuple[dict, str]:
     if path is None:
         path = SUITES / "default.yaml"
@@ -102,6 +134,7 @@ def load_suite(path: str | Path | None) -> tuple[dict, str]:
         raw["pretrain"]["estimators"] = ["all"]  # the one word a list of estimators may be
     suite = _check(raw, schema(), str(p))
     _check_estimators(suite["pretrain"], str(p))
+    suite["backbones"] = _check_backbones(suite["backbones"], str(p))
     for t in tasks():
         t.check(suite[t.name], str(p))
     return suite, str(p)
@@ -138,6 +171,23 @@ def pretrain_stage(suite: dict, out: Path, ds: str, obj: str, est: str, seed: in
                  key=f"{cfg} {est}" if est in P.get("extra_estimators", []) else cfg), run, cfg, tag
 
 
+def external_evaluations(suite: dict, out: Path, ds: str) -> list[Stage]:
+    """Every ``backbones:`` entry through every enabled task, at every seed, with the runs' config and overrides."""
+    P = suite["pretrain"]
+    cfg = P["config"].format(dataset=ds, objective=P["objectives"][0], estimator=P["estimators"][0])
+    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
+    root = ["DATA.ROOT", P["data_roots"][ds]] if ds in P.get("data_roots", {}) else []
+    stages = []
+    for seed in P["seeds"]:
+        for w in suite["backbones"]:
+            dest = out / "backbones" / (ds or "default") / f"{w['name']}_s{seed}"
+            tag = f"{ds + ' ' if ds else ''}{w['name']} seed {seed}"
+            opts = ["SEED", seed, "LOG.PROGRESS", "False", *device, *P["overrides"], *root]
+            stages += evaluations(suite, EvalContext(out, None, dest, tag, seed, cfg, weights=w,
+                                                     opts=[str(o) for o in opts]))
+    return stages
+
+
 def plan(suite: dict, out: Path) -> list[Stage]:
     P = suite["pretrain"]
     stages: list[Stage] = [st for t in enabled_tasks(suite) for st in t.prepare(suite[t.name], out)]
@@ -153,6 +203,7 @@ def plan(suite: dict, out: Path) -> list[Stage]:
             if ds == P["datasets"][0] and obj == P["objectives"][0]:  # --smoke: every other registered estimator
                 stages += [pretrain_stage(suite, out, ds, obj, est, P["seeds"][0])[0]
                            for est in P.get("extra_estimators", [])]
+        stages += external_evaluations(suite, out, ds)
         if suite["random_init"]:
             for (streams, seed), (run, cfg) in baselines.items():
                 dest = out / "baselines" / (ds or "default") / f"{streams}_random_init_s{seed}"
@@ -203,8 +254,7 @@ def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str
     from pretrain.io import atomic_write_text
     from transfer.results import make_tables, plot_deltas, render
 
-    tables = make_tables([out / "pretrain", out / "baselines"] if (out / "baselines").exists()
-                         else [out / "pretrain"])
+    tables = make_tables([out / d for d in ("pretrain", "baselines", "backbones") if (out / d).exists()])
     text = render(tables, "md")
     atomic_write_text(out / "results" / "tables.md", text)
     plotted = plot_deltas(tables, out / "results" / "deltas.png")

@@ -43,21 +43,35 @@ class Stage:
 @dataclass
 class EvalContext:
     """Where one backbone's evaluations go: ``run`` the pretraining run (its weights, or its architecture for
-    a random-init twin), ``dest`` the folder they write under, ``tag`` the stages' name suffix."""
+    a random-init twin), or ``weights`` a suite ``backbones:`` entry (name, path, arch, prefix) evaluated with
+    the suite's pretraining config and ``opts`` (its seed among them); ``dest`` the folder they write under,
+    ``tag`` the stages' name suffix."""
     out: Path
-    run: Path
+    run: Path | None
     dest: Path
     tag: str
     seed: int
     config: str  # the pretraining config (the key that makes a stage distinct in --smoke)
     random_init: bool = False
+    weights: dict | None = None
+    opts: list = field(default_factory=list)
 
     @property
     def init_flag(self) -> list[str]:
         return ["--random-init"] if self.random_init else []
 
+    def source(self, evaluation: bool = True) -> list[str]:
+        """The backbone's arguments to a command (``evaluation``: one that takes ``-c`` for a weights file)."""
+        if self.weights is None:
+            return [str(self.run), *self.init_flag]
+        w = self.weights
+        args = ["--weights", w["path"], "-c", self.config] if evaluation else [w["path"]]
+        return args + ["--name", w["name"], *self.init_flag] + [a for k in ("arch", "prefix") if w.get(k)
+                                                               for a in (f"--{k}", w[k])]
+
     def kind(self, kind: str) -> str:
-        return "baseline" if self.random_init else kind
+        """The stage's kind for --smoke's one-of-each: a baseline, a weights file's evaluation, or ``kind``."""
+        return "baseline" if self.random_init else ("weights " + kind if self.weights else kind)
 
 
 @dataclass

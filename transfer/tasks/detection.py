@@ -2,6 +2,7 @@
 (Mask R-CNN, Keypoint R-CNN, VOC, ... by config), COCO-style AP columns."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from pretrain.common import UserError, check_keys
@@ -40,12 +41,13 @@ class Detection(TransferTask):
         if not (section["tasks"] and ctx.seed in (section["seeds"] or [ctx.seed])):
             return []
         pkl = ctx.dest / "model_final.pkl"
-        stages = [Stage(f"export {ctx.tag}", py("transfer.detection.export", ctx.run, *ctx.init_flag, "-o", pkl), pkl,
+        stages = [Stage(f"export {ctx.tag}", py("transfer.detection.export", *ctx.source(evaluation=False), "-o", pkl, *ctx.opts), pkl,
                         ctx.dest / "export.log", kind="export", key=str(ctx.dest))]
         for t in section["tasks"]:
             det = ctx.dest / f"det_{t['name']}"
+            fit = fit_overrides(t, ctx.weights) if ctx.weights else []
             cmd = py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus", section["num_gpus"],
-                     "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"])
+                     "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"], *fit)
             stages.append(Stage(f"{t['name']} {ctx.tag}", cmd, det / "summary.json", det.with_suffix(".log"),
                                 {"RINGNCE_SCENES": str(ctx.out / "scenes"), **section.get("env", {})},
                                 kind=ctx.kind("detection"),
@@ -73,6 +75,27 @@ class Detection(TransferTask):
         m = s["metrics"]
         return [Row("detection", f"{s.get('task', '')} {s['dataset']}: {LABELS[task]} {metric}", m[f"{task}/{metric}"])
                 for task, metric in METRICS if f"{task}/{metric}" in m]
+
+
+@functools.lru_cache(maxsize=None)
+def _arch(path: str, prefix: str, arch: str) -> tuple[int, int]:
+    from pretrain.modeling.weight_formats import find_backbone, infer_arch
+
+    found = find_backbone(path, prefix or None)
+    a = infer_arch(found.state_dict, path, arch or None)
+    return int(a.backbone.split("resnet")[-1]), a.width
+
+
+def fit_overrides(task: dict, weights: dict) -> list:
+    """What makes a task's config build the ResNet a ``backbones:`` entry holds (its depth and width, through
+    the any-width builder of the config's kind: FPN or C4), after the task's own overrides."""
+    from transfer.detection.train_net import load_cfg
+
+    depth, width = _arch(weights["path"], weights.get("prefix", ""), weights.get("arch", ""))
+    fpn = "fpn" in load_cfg(task["config"], task["overrides"]).MODEL.BACKBONE.NAME
+    return ["MODEL.BACKBONE.NAME", f"build_resnet_any_width{'_fpn' if fpn else ''}_backbone", "MODEL.RESNETS.DEPTH",
+            depth, "MODEL.RESNETS.STEM_OUT_CHANNELS", width, "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            width * (4 if depth >= 50 else 1)]
 
 
 def _datasets(config: str) -> set[str]:

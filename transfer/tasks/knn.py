@@ -16,7 +16,7 @@ class KNN(TransferTask):
 
     def stages(self, section, ctx: EvalContext) -> list[Stage]:
         out = ctx.dest / "knn"
-        return [Stage(f"knn {ctx.tag}", py("pretrain.knn", ctx.run, *ctx.init_flag, "-o", out, *section["overrides"]),
+        return [Stage(f"knn {ctx.tag}", py("pretrain.knn", *ctx.source(), "-o", out, *ctx.opts, *section["overrides"]),
                       out / "summary.json", ctx.dest / "knn.log", kind=ctx.kind("knn"), key=ctx.config + " knn")]
 
     def smoke(self, section, data):

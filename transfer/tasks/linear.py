@@ -16,7 +16,7 @@ class LinearProbe(TransferTask):
 
     def stages(self, section, ctx: EvalContext) -> list[Stage]:
         lin = ctx.dest / "lincls"
-        return [Stage(f"lincls {ctx.tag}", py("pretrain.lincls", ctx.run, *ctx.init_flag, "-o", lin,
+        return [Stage(f"lincls {ctx.tag}", py("pretrain.lincls", *ctx.source(), "-o", lin, *ctx.opts,
                                               *section["overrides"]),
                       lin / "summary.json", ctx.dest / "lincls.log", kind=ctx.kind("lincls"), key=ctx.config)]
 

@@ -37,10 +37,11 @@ class MetaDataset(TransferTask):
         if not (section["sources"] and ctx.seed in (section["seeds"] or [ctx.seed])):
             return []
         md = ctx.dest / "meta_dataset"
-        cmd = py("meta_dataset.cli", ctx.run, *ctx.init_flag, "--records", self.records(section, ctx.out), "--sources",
+        # episodes drawn with the backbone's seed: every backbone of one seed meets the same episodes (paired)
+        cmd = py("meta_dataset.cli", *ctx.source(), "--records", self.records(section, ctx.out), "--sources",
                  *section["sources"], "--episodes", section["episodes"], "--protocol", section["protocol"],
-                 "--classifier", section["classifier"], "-o", md, "--quiet",
-                 *(["--image-size", section["image_size"]] if section["image_size"] else []))
+                 "--classifier", section["classifier"], "--seed", ctx.seed, "-o", md, "--quiet",
+                 *(["--image-size", section["image_size"]] if section["image_size"] else []), *ctx.opts)
         return [Stage(f"meta-dataset {ctx.tag}", cmd, md / "summary.json", ctx.dest / "meta_dataset.log",
                       kind=ctx.kind("meta_dataset"), key="meta_dataset" + (" baseline" if ctx.random_init else ""))]
 
