@@ -3,7 +3,7 @@
     ring-knn runs/moco                       # the run's dataset and KNN.* settings -> runs/moco/knn
     ring-knn runs/moco KNN.K 20 -o runs/moco/knn_k20
     ring-knn runs/moco --random-init         # the same architecture untrained at the run's seed
-    ring-knn --weights resnet50.pth -c data/cifar10 -c paper_base   # any backbone, with your data settings
+    ring-knn --weights resnet50.pth -c data/cifar10_paper224      # any backbone, with your data settings
 
 The summary records the pretraining run's configuration (so its row is the run's row in ring-results) and
 the kNN settings it used (``k``, ``temperature``, in the column's name).

@@ -5,7 +5,7 @@
     ring-lincls runs/moco --random-init        # the same backbone, randomly initialised: the baseline
     ring-lincls runs/moco --random-init SEED 7 # another random init
     ring-lincls runs/moco LINCLS.PROTOCOL paper  # the authors' protocol: augmented views through the encoder
-    ring-lincls --weights resnet50.pth -c data/cifar10 -c paper_base   # any backbone: its file, your settings
+    ring-lincls --weights resnet50.pth -c data/cifar10_paper224   # any backbone: its file, your data settings
     ring-lincls --weights moco_v2_800ep.pth.tar --name mocov2 -c data/stl10 LINCLS.EPOCHS 100
 
 ``LINCLS.PROTOCOL`` names the recipe (``pretrain/evaluation/protocols.py``): ``cached`` (the default: features
