@@ -208,19 +208,31 @@ class Arch:
     in_chans: int
 
 
-def infer_arch(sd: dict[str, torch.Tensor], where: str, arch: str | None = None) -> Arch:
-    """Depth from the blocks per layer, width and input channels from the stem, the small 3x3 stem from its
-    kernel; ``arch`` (a torchvision or ``timm:`` ResNet name) overrides the guessed name."""
+def blocks_of(keys) -> tuple[str, tuple[int, ...]]:
+    """(block kind, blocks per layer) of torchvision-named ResNet keys."""
+    keys = set(keys)
     counts = []
     for layer in range(1, 5):
         n = 0
-        while f"layer{layer}.{n}.conv1.weight" in sd:
+        while f"layer{layer}.{n}.conv1.weight" in keys:
             n += 1
         counts.append(n)
-    kind = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
-    depth = next((d for d, (k, blocks) in RESNET_DEPTHS.items() if k == kind and tuple(counts) == blocks), None)
+    return ("bottleneck" if "layer1.0.conv3.weight" in keys else "basic"), tuple(counts)
+
+
+def depth_of(keys) -> int | None:
+    """The ResNet depth of torchvision-named keys (None: no ResNet-18/34/50/101/152)."""
+    kind, counts = blocks_of(keys)
+    return next((d for d, (k, blocks) in RESNET_DEPTHS.items() if k == kind and counts == blocks), None)
+
+
+def infer_arch(sd: dict[str, torch.Tensor], where: str, arch: str | None = None) -> Arch:
+    """Depth from the blocks per layer, width and input channels from the stem, the small 3x3 stem from its
+    kernel; ``arch`` (a torchvision or ``timm:`` ResNet name) overrides the guessed name."""
+    kind, counts = blocks_of(sd)
+    depth = depth_of(sd)
     if depth is None and arch is None:
-        raise WeightsError(f"{where}: {kind} blocks per layer {tuple(counts)} match no ResNet-18/34/50/101/152; name "
+        raise WeightsError(f"{where}: {kind} blocks per layer {counts} match no ResNet-18/34/50/101/152; name "
                            "the architecture with --arch.")
     stem = sd["conv1.weight"]
     return Arch(arch or f"resnet{depth}", small_stem=stem.shape[-1] == 3, width=int(stem.shape[0]),

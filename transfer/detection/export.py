@@ -29,8 +29,8 @@ from pretrain.config import provenance
 from pretrain.data.color import STREAMS as CMC_STREAMS
 from pretrain.evaluation.pretrained import load_backbone
 from pretrain.io import atomic_path
-from pretrain.modeling.weight_formats import torchvision_to_detectron2
-from transfer.detection.resnet_table import depth_of, detectron2_resnet_shapes
+from pretrain.modeling.weight_formats import depth_of, torchvision_to_detectron2
+from transfer.detection.resnet_table import detectron2_resnet_shapes
 
 AUTHOR = "ringnce"
 

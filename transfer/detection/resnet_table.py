@@ -43,19 +43,3 @@ def detectron2_resnet_shapes(depth: int, in_chans: int = 3, width: int = 64) -> 
                 _conv(shapes, f"{pre}.conv3", (out_ch, width, 1, 1))
             in_ch = out_ch
     return shapes
-
-
-def depth_of(torchvision_keys) -> int | None:
-    """The ResNet depth a torchvision-named state dict has, from its blocks per layer and block type."""
-    keys = set(torchvision_keys)
-    counts = []
-    for layer in range(1, 5):
-        n = 0
-        while f"layer{layer}.{n}.conv1.weight" in keys:
-            n += 1
-        counts.append(n)
-    kind = "bottleneck" if "layer1.0.conv3.weight" in keys else "basic"
-    for depth, (k, blocks) in DEPTHS.items():
-        if k == kind and tuple(counts) == blocks:
-            return depth
-    return None

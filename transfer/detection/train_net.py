@@ -40,11 +40,10 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # 
 
 from pretrain.common import NumpyOnlyUnpickler, add_output, cli_main, find_file  # noqa: E402
 from pretrain.io import write_summary  # noqa: E402
-from pretrain.modeling.weight_formats import detectron2_to_torchvision  # noqa: E402
+from pretrain.modeling.weight_formats import depth_of, detectron2_to_torchvision  # noqa: E402
 
 from transfer.detection import CONFIG_ROOT, TransferError  # noqa: E402
 from transfer.detection import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
-from transfer.detection.resnet_table import depth_of  # noqa: E402
 from transfer.detection.resume import (STATE_KEY, ResumableTrainingSampler, ResumePoint, RunState,  # noqa: E402
                                        detach_from_global_rng, resume_point)
 from transfer.detection.scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
