@@ -62,7 +62,8 @@ def test_variable_episodes_obey_the_rules_on_official_specs(name):
     if name == "ilsvrc_2012":
         assert min(ways) >= 6  # ILSVRC test has 15 eligible nodes, the smallest spans 6 leaves
     if spec.kind == "flat" and len(spec.classes("test")) >= 50:
-        assert max(ways) > 40 and min(ways) == 5  # uniform over [5, 50]
+        # uniform over [5, 50], both ends included (1000 draws miss an end with probability ~2e-10 each)
+        assert max(ways) == 50 and min(ways) == 5 and abs(np.mean(ways) - 27.5) < 1.5
 
 
 @pytest.mark.parametrize("protocol", ["5w1s", "5w5s"])
@@ -236,3 +237,13 @@ def test_a_shadowing_meta_dataset_package_is_one_sentence(tmp_path):
                        cwd=str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "is not ringnce's (Google's meta_dataset has the same name)" in r.stderr and str(fake) in r.stderr
+
+
+def test_ncc_cosine_normalises_the_prototypes_where_the_dot_product_would_disagree():
+    from meta_dataset.classifiers import CLASSIFIER_REGISTRY
+
+    # class 0: a long prototype at 45 degrees from the query; class 1: a short one at 10 degrees
+    support = torch.tensor([[10.0, 10.0], [1.0, 0.176]])
+    query = torch.tensor([[1.0, 0.0]])
+    assert (query @ support.t()).argmax(1).item() == 0  # unnormalised prototypes pick class 0
+    assert CLASSIFIER_REGISTRY.get("ncc-cosine")(support, torch.tensor([0, 1]), query, 2).item() == 1

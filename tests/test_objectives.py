@@ -170,3 +170,19 @@ def test_a_sampler_registered_once_trains_every_objective(name, toy_estimator):
     pool = {"ir": (8, 64, 31), "cmc": (8, 64, 31), "moco": (8, 64, None), "simclr": (16, 14, None)}[name]
     assert TopThree.calls[0] == pool  # banks: k - 1 draws over 64 entries; queue/batch: every selected one
     assert stats["negatives"] == (31 if name in ("ir", "cmc") else 3)
+
+
+def test_moco_key_encoder_moves_by_m_times_key_plus_one_minus_m_times_query():
+    """MoCo's update k <- m k + (1 - m) q, checked against the formula (m and 1 - m swapped would fail)."""
+    torch.manual_seed(0)
+    obj = build_objective(_cfg("moco", "nce", **{"MOCO.MOMENTUM": 0.9, "MOCO.SHUFFLE_BN": False}),
+                          dataset_size=16, global_batch=4)
+    with torch.no_grad():
+        for p in obj.encoder_q.parameters():
+            p.add_(torch.randn_like(p))  # query and key encoders now differ
+    q0 = [p.detach().clone() for p in obj.encoder_q.parameters()]
+    k0 = [p.detach().clone() for p in obj.encoder_k.parameters()]
+    x = torch.randn(4, 3, 16, 16)
+    obj(x, x, torch.arange(4))
+    for pk, a, b in zip(obj.encoder_k.parameters(), k0, q0):
+        torch.testing.assert_close(pk.detach(), 0.9 * a + 0.1 * b)

@@ -217,3 +217,16 @@ def test_weights_files_are_rows_keyed_by_content_never_merged(tmp_path):
     assert lin.loc["r50 [WEIGHTS.SHA256=bbb]"].iloc[0] == "70.00 (n=1)"
     det = tables["detection"].cells
     assert len(det) == 2 and sorted(det.iloc[:, 0]) == ["10.00 (n=1)", "11.00 (n=1)"]
+
+
+def test_paired_delta_p_value_is_scipys_two_sided_paired_t_test_and_holm_at_the_border():
+    from scipy import stats
+
+    a, b = {0: 3.0, 1: 5.0, 2: 4.5, 3: 6.0}, {0: 2.0, 1: 4.5, 2: 2.0, 3: 5.5}
+    d = paired_delta(a, b)
+    ref = stats.ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)])  # two-sided
+    assert d["p"] == pytest.approx(ref.pvalue, rel=1e-9) and d["p"] > 0.05 / 2  # a one-sided p would be half
+    # Holm over 3: sorted p 0.01 <= 0.05/3 (reject), 0.025 <= 0.05/2 (reject, exactly at the border),
+    # 0.04 > 0.05/1? no: 0.04 <= 0.05 (reject); and a step that fails stops all larger ones
+    assert holm([0.04, 0.01, 0.025]) == [True, True, True]
+    assert holm([0.03, 0.01, 0.026]) == [False, True, False]  # 0.026 > 0.025 stops the step-down
