@@ -55,6 +55,38 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+class RunDirectoryLock:
+    """An exclusive lock on a run directory (``.lock``, ``flock``) held while a process writes into it, so that
+    two processes never interleave one run's metrics and checkpoints.  The kernel drops it when the process
+    ends, crash included; the file records the holder's pid."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: str | os.PathLike):
+        import fcntl
+
+        from pretrain.common import UserError
+
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(run_dir / self.NAME, "a+")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise UserError(f"{run_dir} is in use by pid {holder} (its {self.NAME} is locked); wait for that run "
+                            "to end or write to another -o directory.") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()  # closing the descriptor releases the flock
+
+
 class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl`` (line-buffered, survives a crash)."""
 

@@ -260,3 +260,30 @@ def test_ring_knn_repeats_the_monitor_and_scores_the_random_init_twin(tmp_path, 
     capsys.readouterr()
     assert knn_main([str(run), "SOLVER.LR", "0.1"]) == 2  # a setting of the model, not of kNN: refused at once
     assert "ring-knn takes KNN.*" in capsys.readouterr().err
+
+
+def test_a_second_writer_on_one_run_directory_stops_with_the_holders_pid(tmp_path, tiny_opts, capsys):
+    """Two ring-pretrain processes on one -o would interleave metrics.jsonl and checkpoints: the second stops."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pretrain.io import RunDirectoryLock; "
+                               f"lock = RunDirectoryLock({str(run)!r}); print('locked', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert pretrain_main(["-o", str(run), *tiny_opts]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is in use by pid {holder.pid}" in err and not (run / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert pretrain_main(["-o", str(run), *tiny_opts]) == 0  # the holder gone (killed), the lock went with it
+    assert pretrain_main(["-o", str(run), "--resume", *tiny_opts]) == 0  # released after train(): same process
+    assert (run / ".lock").read_text() == str(os.getpid())

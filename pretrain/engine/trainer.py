@@ -29,7 +29,7 @@ from pretrain.engine.lr_schedules import build_lr_lambda
 from pretrain.engine.optimizers import build_optimizer
 from pretrain.engine.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 from pretrain.evaluation.knn import KNNMonitor
-from pretrain.io import MetricsLog, atomic_write_text, write_summary
+from pretrain.io import MetricsLog, RunDirectoryLock, atomic_write_text, write_summary
 from pretrain.modeling.backbones import Encoder
 
 
@@ -53,6 +53,8 @@ class Trainer:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         self.device, self.main = dev, self.rank == 0
+        # one writer per run directory: a second ring-pretrain on the same -o stops here, before any work
+        self._lock = RunDirectoryLock(self.run_dir) if self.main else None
         # One seed on every rank while the model and its pools (queue, banks) are built, so that they start
         # identical everywhere; each rank's own stream afterwards (rank 0 keeps the one-process sequence).
         seed_everything(cfg.SEED)
@@ -250,6 +252,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     def train(self) -> dict:
+        try:
+            return self._train()
+        finally:  # the run directory is free again for the next writer (a resume in this same process, say)
+            if self._lock is not None:
+                self._lock.release()
+
+    def _train(self) -> dict:
         done = self.run_dir / "summary.json"
         if self.iter >= self.total_iters and done.exists():  # a finished run, resumed: report, rewrite nothing
             return json.loads(done.read_text())
