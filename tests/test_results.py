@@ -226,7 +226,7 @@ def test_paired_delta_p_value_is_scipys_two_sided_paired_t_test_and_holm_at_the_
     d = paired_delta(a, b)
     ref = stats.ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)])  # two-sided
     assert d["p"] == pytest.approx(ref.pvalue, rel=1e-9) and d["p"] > 0.05 / 2  # a one-sided p would be half
-    # Holm over 3: sorted p 0.01 <= 0.05/3 (reject), 0.025 <= 0.05/2 (reject, exactly at the border),
-    # 0.04 > 0.05/1? no: 0.04 <= 0.05 (reject); and a step that fails stops all larger ones
+    # Holm over 3, sorted: 0.01 <= 0.05/3, 0.025 <= 0.05/2 (exactly at the border), 0.04 <= 0.05/1: all rejected;
+    # with 0.026 > 0.05/2 the step-down stops there, and the larger 0.03 is kept too
     assert holm([0.04, 0.01, 0.025]) == [True, True, True]
     assert holm([0.03, 0.01, 0.026]) == [False, True, False]  # 0.026 > 0.025 stops the step-down

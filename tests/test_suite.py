@@ -226,7 +226,18 @@ def test_backbones_from_files_go_through_every_task_as_named_rows(tmp_path, caps
 def test_backbones_entries_are_checked_before_any_stage(tmp_path):
     with pytest.raises(SuiteError, match="backbone 'x': .*nowhere.pth does not exist"):
         load_suite(_tiny_suite(tmp_path, backbones=[{"name": "x", "path": str(tmp_path / "nowhere.pth")}]))
-    (tmp_path / "a.pth").write_bytes(b"")
+    import torch
+    import torchvision
+
+    (tmp_path / "junk.pth").write_bytes(b"not weights")
+    with pytest.raises(SuiteError, match="backbone 'j': .*junk.pth could not be read"):  # before any stage
+        load_suite(_tiny_suite(tmp_path, backbones=[{"name": "j", "path": str(tmp_path / "junk.pth")}]))
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "a.pth")
+    with pytest.raises(SuiteError, match="backbone 'a': .*does not fit resnet50"):
+        load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth"),
+                                                     "arch": "resnet50"}]))
+    suite, _ = load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth")}]))
+    assert (suite["backbones"][0]["depth"], suite["backbones"][0]["width"]) == (18, 64)
     with pytest.raises(SuiteError, match="backbone name 'a' is used twice"):
         load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth")}] * 2))
     with pytest.raises(SuiteError, match="'backbones\\[\\].weight'"):

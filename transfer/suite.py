@@ -96,6 +96,22 @@ def _check_estimators(P: dict, where: str) -> None:
                          f"'pretrain.estimators' does not run ({', '.join(P['estimators'])}).")
 
 
+def _resnet_of(entry: dict, where: str) -> tuple[int, int]:
+    """(depth, stem width) of a ``backbones:`` entry's file, read once when the suite loads: a file holding no
+    ResNet (or one its arch/prefix do not fit) stops the suite here, not after the pretraining stages."""
+    from pretrain.common import UserError
+    from pretrain.evaluation.pretrained import fitting_backbone
+    from pretrain.modeling.weight_formats import depth_of, find_backbone, infer_arch
+
+    try:
+        found = find_backbone(entry["path"], entry["prefix"] or None)
+        arch = infer_arch(found.state_dict, entry["path"], entry["arch"] or None)
+        fitting_backbone(found, arch)  # what every stage will check, checked once before any runs
+    except UserError as e:
+        raise SuiteError(f"{where}: backbone '{entry['name']}': {e}") from None
+    return depth_of(found.state_dict), arch.width
+
+
 def _check_backbones(entries, where: str) -> list[dict]:
     """Each ``backbones:`` entry named (a folder name, unique) and its file present, before any stage runs."""
     if not isinstance(entries, list):
@@ -114,6 +130,7 @@ def _check_backbones(entries, where: str) -> list[dict]:
         if not Path(e["path"]).is_file():
             raise SuiteError(f"{where}: backbone '{e['name']}': {e['path']} does not exist; give the path of its "
                              "weights file (relative to where ring-suite runs).")
+        e["depth"], e["width"] = _resnet_of(e, where)
         out.append(e)
     names = [e["name"] for e in out]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -152,16 +169,21 @@ def evaluations(suite: dict, ctx: EvalContext) -> list[Stage]:
     return [st for t in enabled_tasks(suite) for st in t.stages(suite[t.name], ctx)]
 
 
+def run_opts(suite: dict, ds: str, seed: int) -> list:
+    """The overrides every backbone of one dataset and seed shares: the seed, the device, the suite's own
+    overrides and (``--smoke``) the tiny files' folder."""
+    P = suite["pretrain"]
+    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
+    root = ["DATA.ROOT", P["data_roots"][ds]] if ds in P.get("data_roots", {}) else []
+    return ["SEED", seed, "LOG.PROGRESS", "False", *device, *P["overrides"], *root]
+
+
 def pretrain_stage(suite: dict, out: Path, ds: str, obj: str, est: str, seed: int) -> tuple[Stage, Path, str, str]:
     """(the ring-pretrain stage of one run, its run directory, its config, its tag)."""
     P = suite["pretrain"]
     cfg = P["config"].format(dataset=ds, objective=obj, estimator=est)
     run = out / "pretrain" / (ds or "default") / f"{obj}_{est}_s{seed}"
-    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
-    opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, "SEED", seed, "LOG.PROGRESS", "False", *device,
-            *P["overrides"]]
-    if ds in P.get("data_roots", {}):  # set by --smoke: its tiny files
-        opts += ["DATA.ROOT", P["data_roots"][ds]]
+    opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, *run_opts(suite, ds, seed)]
     launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(P["nproc_per_node"])]
                 if P["nproc_per_node"] > 1 else [])
     cmd = [sys.executable, *launcher, "-m", "pretrain.cli", "-c", cfg, "-o", str(run), "--auto-resume",
@@ -175,16 +197,13 @@ def external_evaluations(suite: dict, out: Path, ds: str) -> list[Stage]:
     """Every ``backbones:`` entry through every enabled task, at every seed, with the runs' config and overrides."""
     P = suite["pretrain"]
     cfg = P["config"].format(dataset=ds, objective=P["objectives"][0], estimator=P["estimators"][0])
-    device = [] if suite["device"] == "auto" else ["DEVICE", suite["device"]]
-    root = ["DATA.ROOT", P["data_roots"][ds]] if ds in P.get("data_roots", {}) else []
     stages = []
     for seed in P["seeds"]:
         for w in suite["backbones"]:
             dest = out / "backbones" / (ds or "default") / f"{w['name']}_s{seed}"
             tag = f"{ds + ' ' if ds else ''}{w['name']} seed {seed}"
-            opts = ["SEED", seed, "LOG.PROGRESS", "False", *device, *P["overrides"], *root]
             stages += evaluations(suite, EvalContext(out, None, dest, tag, seed, cfg, weights=w,
-                                                     opts=[str(o) for o in opts]))
+                                                     opts=[str(o) for o in run_opts(suite, ds, seed)]))
     return stages
 
 

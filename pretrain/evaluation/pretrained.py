@@ -17,7 +17,8 @@ from pretrain.config import ConfigError, config_from_yaml_str, load_config, merg
 from pretrain.contrastive.objectives import build_eval_backbone
 from pretrain.engine.checkpoint import LAST, backbone_state_dict, checked, is_pretrain_checkpoint, load_checkpoint
 from pretrain.modeling.backbones import build_backbone
-from pretrain.modeling.weight_formats import check_against, find_backbone, infer_arch, read_weights_file
+from pretrain.modeling.weight_formats import (Arch, FoundBackbone, check_against, find_backbone, infer_arch,
+                                              read_weights_file)
 
 
 def load_backbone(checkpoint: str | Path, random_init: bool = False, opts: list[str] | None = None, *,
@@ -33,11 +34,12 @@ def load_backbone(checkpoint: str | Path, random_init: bool = False, opts: list[
             raise ConfigError(f"{given[0]} applies to weights files; {path} is a ring-pretrain run, which brings its "
                               "own config and architecture.")
         return _from_run(checked(state, path / LAST if path.is_dir() else path), random_init, opts)
-    return _from_file(path, random_init, opts, config, arch, prefix, name)
+    return _from_file(path, state, random_init, opts, config, arch, prefix, name)
 
 
 def is_run(path: str | Path) -> bool:
-    """A ring-pretrain run directory or checkpoint (not a weights file from elsewhere)."""
+    """A ring-pretrain run directory or checkpoint (not a weights file from elsewhere); cheap: a PyTorch file is
+    memory-mapped, its tensors not read."""
     path = Path(path)
     return path.is_dir() or (path.is_file() and is_pretrain_checkpoint(read_weights_file(path)))
 
@@ -54,8 +56,15 @@ def _from_run(state: dict, random_init: bool, opts):
     return cfg, bb
 
 
-def _from_file(path: Path, random_init: bool, opts, config, arch, prefix, name):
-    found = find_backbone(path, prefix)
+def fitting_backbone(found: FoundBackbone, arch: Arch):
+    """The untrained backbone of ``arch``, once every tensor of the file is matched to it (else one sentence)."""
+    bb = build_backbone(arch.backbone, arch.small_stem, arch.in_chans, arch.width)
+    check_against(bb, found.state_dict, str(found.path), found.format)
+    return bb
+
+
+def _from_file(path: Path, contents, random_init: bool, opts, config, arch, prefix, name):
+    found = find_backbone(path, prefix, contents)
     a = infer_arch(found.state_dict, str(path), arch)
     cfg = load_config(config, opts)
     cfg.defrost()
@@ -65,8 +74,7 @@ def _from_file(path: Path, random_init: bool, opts, config, arch, prefix, name):
                                                     found.prefix)
     cfg.freeze()
     torch.manual_seed(cfg.SEED)
-    bb = build_backbone(a.backbone, a.small_stem, a.in_chans, a.width)
-    check_against(bb, found.state_dict, str(path), found.format)
+    bb = fitting_backbone(found, a)
     if not random_init:
         # every tensor was matched above; only optional buffers (num_batches_tracked) may be absent
         bb.load_state_dict(found.state_dict, strict=False)

@@ -73,7 +73,8 @@ def read_weights_file(path: str | Path):
         except Exception as e:  # noqa: BLE001
             raise WeightsError(f"{path} is not a readable .safetensors file ({str(e)[:150]}).") from None
     errors = []
-    if not zipfile.is_zipfile(path):
+    zipped = zipfile.is_zipfile(path)  # torch.save's format: memory-mapped, tensors read only when used
+    if not zipped:
         try:
             with open(path, "rb") as f:
                 return NumpyOnlyUnpickler(f).load()
@@ -82,7 +83,7 @@ def read_weights_file(path: str | Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's note on pickle protocols: the file is refused either way
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as e:  # noqa: BLE001
         errors.append(f"with torch.load: {str(e).splitlines()[0][:160]}")
     raise WeightsError(f"{path} could not be read ({'; '.join(errors)}); if it holds Python objects besides "
@@ -181,10 +182,11 @@ def describe(obj, prefix: str, naming: str, path: Path) -> str:
     return f"{kind} state dict with torchvision/timm names ({where})"
 
 
-def find_backbone(path: str | Path, prefix: str | None = None) -> FoundBackbone:
-    """The one ResNet in a weights file, torchvision-named, heads (``fc.*``) dropped."""
+def find_backbone(path: str | Path, prefix: str | None = None, obj=None) -> FoundBackbone:
+    """The one ResNet in a weights file, torchvision-named, heads (``fc.*``) dropped; ``obj``: the file's
+    contents when the caller has read them already."""
     path = Path(path)
-    obj = read_weights_file(path)
+    obj = read_weights_file(path) if obj is None else obj
     flat = flatten(obj)
     choice = choose_prefix(candidate_prefixes(flat), str(path), prefix)
     if choice is None:

@@ -2,7 +2,6 @@
 (Mask R-CNN, Keypoint R-CNN, VOC, ... by config), COCO-style AP columns."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from pretrain.common import UserError, check_keys
@@ -77,21 +76,12 @@ class Detection(TransferTask):
                 for task, metric in METRICS if f"{task}/{metric}" in m]
 
 
-@functools.lru_cache(maxsize=None)
-def _arch(path: str, prefix: str, arch: str) -> tuple[int, int]:
-    from pretrain.modeling.weight_formats import find_backbone, infer_arch
-
-    found = find_backbone(path, prefix or None)
-    a = infer_arch(found.state_dict, path, arch or None)
-    return int(a.backbone.split("resnet")[-1]), a.width
-
-
 def fit_overrides(task: dict, weights: dict) -> list:
     """What makes a task's config build the ResNet a ``backbones:`` entry holds (its depth and width, through
     the any-width builder of the config's kind: FPN or C4), after the task's own overrides."""
     from transfer.detection.train_net import load_cfg
 
-    depth, width = _arch(weights["path"], weights.get("prefix", ""), weights.get("arch", ""))
+    depth, width = weights["depth"], weights["width"]  # read from the file when the suite loaded
     fpn = "fpn" in load_cfg(task["config"], task["overrides"]).MODEL.BACKBONE.NAME
     return ["MODEL.BACKBONE.NAME", f"build_resnet_any_width{'_fpn' if fpn else ''}_backbone", "MODEL.RESNETS.DEPTH",
             depth, "MODEL.RESNETS.STEM_OUT_CHANNELS", width, "MODEL.RESNETS.RES2_OUT_CHANNELS",
