@@ -39,6 +39,17 @@ def cli_main(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., i
     return deco
 
 
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """``warning: <message>`` on stderr, once per process and message, from the main rank only ($RANK)."""
+    if message in _WARNED or int(os.environ.get("RANK", "0")) != 0:
+        return
+    _WARNED.add(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 CHECKPOINT_HELP = "a ring-pretrain run directory or one of its checkpoint_*.pth files"
 
 

@@ -99,10 +99,11 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+            f.write(json.dumps({k: plain(v) for k, v in record.items()}) + "\n")
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
+    """A 0-dim tensor (or numpy scalar) as its Python number; anything else unchanged."""
     if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
         return v.item()
     return v
@@ -136,7 +137,7 @@ def write_summary(run_dir: str | os.PathLike, *, stage: str, method: str, estima
                   dataset: str, seed: int, metrics: dict, **extra: Any) -> dict:
     """The table-ready result of a stage: summary.json of its run directory (README: the run directory)."""
     summary = {"stage": stage, "method": method, "estimator": estimator, "backbone": backbone,
-               "dataset": dataset, "seed": seed, "metrics": {k: _plain(v) for k, v in metrics.items()},
+               "dataset": dataset, "seed": seed, "metrics": {k: plain(v) for k, v in metrics.items()},
                **dict(code_version())}
     summary.update(extra)
     atomic_write_json(Path(run_dir) / "summary.json", summary)

@@ -13,6 +13,8 @@ import time
 from tqdm import tqdm
 
 from pretrain import distributed as D
+from pretrain.common import warn_once
+from pretrain.io import plain
 
 
 class Hook:
@@ -39,12 +41,14 @@ class LossFeed(Hook):
 
 class MetricsWriter(Hook):
     """Every LOG.PERIOD iterations (and at the last): one line of metrics.jsonl, TensorBoard scalars and
-    the progress bar; keeps the mean of the losses it read for the summary."""
+    the progress bar, and the estimator's warning about them (``Estimator.warn``, once per run); keeps the
+    mean of the losses it read for the summary."""
 
     def __init__(self, cfg, main: bool):
         self.period, self.main, self.cfg = cfg.LOG.PERIOD, main, cfg
         self.tb, self.bar = None, None
         self.loss_sum, self.loss_n, self.images = 0.0, 0, 0
+        self.warned = False
 
     def before_train(self, trainer):
         cfg = self.cfg
@@ -69,8 +73,14 @@ class MetricsWriter(Hook):
             ips = self.n_window / max(now - self.t_window, 1e-9)
             self.t_window, self.n_window = now, 0
             rec = dict(iter=trainer.iter, epoch=trainer.progress_epochs(), loss=trainer.loss_value(),
-                       lr=trainer.optimizer.param_groups[0]["lr"], img_per_s=ips, **stats)
+                       lr=trainer.optimizer.param_groups[0]["lr"], img_per_s=ips,
+                       **{k: plain(v) for k, v in stats.items()})
             trainer.log.write(**rec)
+            warn = trainer.objective.estimator.warn
+            message = warn(rec) if warn is not None and self.main and not self.warned else None
+            if message:
+                self.warned = True
+                warn_once(f"{message} (iteration {trainer.iter}; warned once per run)")
             self.scalars("train", rec, trainer.iter)
             self.bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{ips:.1f}",
                                  **({"o": f"{stats['outer']:.3f}"} if "outer" in stats else {}))

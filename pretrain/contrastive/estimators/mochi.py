@@ -1,5 +1,5 @@
 """``mochi``: hard negative mixing (Kalantidis et al. 2020) over uniform negatives: the draws, the mixes'
-logits in closed form, and the loss form ``ring_mochi`` shares."""
+logits in closed form (``ring_mochi`` draws and mixes with them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +10,7 @@ from pretrain import distributed as D
 from pretrain.common import UserError
 from pretrain.contrastive.estimators.base import ESTIMATOR_REGISTRY, Estimator, Negatives, contrastive_loss
 from pretrain.contrastive.samplers import SAMPLER_REGISTRY
+
 
 @dataclass
 class MochiDraws:
@@ -26,11 +27,13 @@ class MochiDraws:
     beta: torch.Tensor
 
 
-def draw_mochi(negatives: Negatives, num_hardest: int, num_mix: int, num_query_mix: int) -> MochiDraws:
+def draw_mochi(negatives: Negatives, num_hardest: int, num_mix: int, num_query_mix: int,
+               hardest_per_row: torch.Tensor | None = None) -> MochiDraws:
     """MoCHi's draws, in the order i, j, alpha, jq, beta, for the global batch from the objective's generator
     (this rank's rows taken): the same on every rank and after a resume.  With ``negatives.valid`` (a ring
     sized on the device) the hard negatives come from the valid ones, most similar first, and a row whose
-    ring holds fewer than k draws among the ones it has (float64 uniforms instead of integers)."""
+    ring holds fewer than k draws among the ones it has (float64 uniforms instead of integers), or among its
+    ``hardest_per_row`` (B,) first when given (that many, at most k, per row)."""
     with torch.no_grad():
         b, m = negatives.logits.shape
         k = min(num_hardest, m)
@@ -43,6 +46,8 @@ def draw_mochi(negatives: Negatives, num_hardest: int, num_mix: int, num_query_m
         else:
             hard = negatives.masked_logits().detach().topk(k, dim=1).indices  # the valid ones first
             available = negatives.count().clamp_max(k).unsqueeze(1)
+            if hardest_per_row is not None:
+                available = torch.minimum(available, hardest_per_row.unsqueeze(1)).clamp_min(1)
 
         def picks(count):  # (B, count) positions among the k hardest
             if available is None:
@@ -117,25 +122,20 @@ def mochi_logits(negatives: Negatives, draws: MochiDraws) -> torch.Tensor:
 
 
 # N: the hardest negatives mixed from (at most the negatives there are); s: mixes of two of them; s': mixes of
-# the query with one of them (query weight < 0.5)
+# the query with one of them (query weight < 0.5).  The MoCHi paper's (1024, 1024, 256), with a queue of 16,384.
 MOCHI_CONFIG = {"MOCHI": {"NUM_HARDEST": 1024, "NUM_MIX": 1024, "NUM_QUERY_MIX": 256}}
 
 
-def mochi_with(sampler: str, name: str):
-    """MoCHi's loss form over the named sampler's negatives (``mochi``: uniform; ``ring_mochi``: the ring)."""
-    def build(cfg) -> Estimator:
-        M = cfg.MOCHI
-        if M.NUM_HARDEST < 1 or M.NUM_MIX < 0 or M.NUM_QUERY_MIX < 0:
-            raise UserError(f"MOCHI.NUM_HARDEST must be >= 1 and MOCHI.NUM_MIX, MOCHI.NUM_QUERY_MIX >= 0, got "
-                            f"{M.NUM_HARDEST}, {M.NUM_MIX}, {M.NUM_QUERY_MIX}.")
-        n, s, s2 = int(M.NUM_HARDEST), int(M.NUM_MIX), int(M.NUM_QUERY_MIX)
+@ESTIMATOR_REGISTRY.register(name="mochi", config=MOCHI_CONFIG)
+def build_mochi(cfg) -> Estimator:
+    """Hard negative mixing over uniform negatives (MOCHI.*)."""
+    M = cfg.MOCHI
+    if M.NUM_HARDEST < 1 or M.NUM_MIX < 0 or M.NUM_QUERY_MIX < 0:
+        raise UserError(f"MOCHI.NUM_HARDEST must be >= 1 and MOCHI.NUM_MIX, MOCHI.NUM_QUERY_MIX >= 0, got "
+                        f"{M.NUM_HARDEST}, {M.NUM_MIX}, {M.NUM_QUERY_MIX}.")
+    n, s, s2 = int(M.NUM_HARDEST), int(M.NUM_MIX), int(M.NUM_QUERY_MIX)
 
-        def loss(neg: Negatives, t: float) -> torch.Tensor:
-            extra = mochi_logits(neg, draw_mochi(neg, n, s, s2))  # gradient into the anchor only
-            return contrastive_loss(neg.pos, torch.cat([neg.masked_logits().float(), extra], dim=1), t)
-        return Estimator(name, SAMPLER_REGISTRY.get(sampler)(cfg), loss)
-    build.__doc__ = f"Hard negative mixing over the '{sampler}' sampler's negatives."
-    return build
-
-
-ESTIMATOR_REGISTRY.register(mochi_with("uniform", "mochi"), name="mochi", config=MOCHI_CONFIG)
+    def loss(neg: Negatives, t: float) -> torch.Tensor:
+        extra = mochi_logits(neg, draw_mochi(neg, n, s, s2))  # gradient into the anchor only
+        return contrastive_loss(neg.pos, torch.cat([neg.logits.float(), extra], dim=1), t)
+    return Estimator("mochi", SAMPLER_REGISTRY.get("uniform")(cfg), loss)

@@ -46,8 +46,12 @@ class ContrastiveObjective(nn.Module):
 
     def __init__(self, cfg, dataset_size: int, global_batch: int):
         super().__init__()
-        self.temperature = float(cfg.OBJECTIVE.TEMPERATURE)
         self.estimator = build_estimator(cfg)
+        # the loss form's own temperature where it has one (DCL.TEMPERATURE, ...), else the objective's
+        self.temperature = self.estimator.temperature or float(cfg.OBJECTIVE.TEMPERATURE)
+        if self.temperature != cfg.OBJECTIVE.TEMPERATURE and D.is_main():
+            print(f"[ring-pretrain] {self.estimator.name}: temperature {self.temperature:g}, its own setting (its "
+                  f"section's TEMPERATURE; 0 there uses OBJECTIVE.TEMPERATURE {cfg.OBJECTIVE.TEMPERATURE:g})")
         # optimizer steps per epoch, as the engine's sampler counts them (full batches only)
         self.schedule = build_schedule(cfg.RING, max(1, dataset_size // global_batch))
         self.outer = self.schedule(0)
@@ -120,10 +124,10 @@ class ContrastiveObjective(nn.Module):
         return self.estimator.loss(negatives, self.temperature)
 
     def step_stats(self, negatives: Negatives) -> dict:
-        """Negatives per anchor (their mean, a device tensor, for a ring sized on the device) and the ring's o:
-        values the engine reads only at log steps."""
+        """Negatives per anchor (their mean, a device tensor, for a ring sized on the device), the ring's o and
+        what the loss form reported (``Negatives.stats``): values the engine reads only at log steps."""
         count = negatives.count()
-        stats = {"negatives": count if isinstance(count, int) else count.float().mean()}
+        stats = {"negatives": count if isinstance(count, int) else count.float().mean(), **negatives.stats}
         if self.sampler.conditional:
             stats["outer"] = self.outer
         return stats
