@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pretrain.common import cli_main, command_parser
+from pretrain.common import UserError, cli_main, command_parser, user_message
 from pretrain.config import ConfigError, config_from_yaml_str, load_config, merge_overrides
 from pretrain.engine.checkpoint import LAST, load_checkpoint
 
@@ -54,6 +54,14 @@ def resolve_run(args) -> tuple[object, Path]:
     return cfg, run_dir
 
 
+def resume_hint(trainer) -> str:
+    """Where a stopped run stands: its last checkpoint and the command that continues it."""
+    if trainer.saved_iter is None or not (trainer.run_dir / LAST).exists():
+        return f"no checkpoint was written yet; start again (ring-pretrain -o {trainer.run_dir} ...)."
+    return (f"the last checkpoint ({trainer.run_dir / LAST}) holds iteration {trainer.saved_iter}: continue with "
+            f"ring-pretrain -o {trainer.run_dir} --resume.")
+
+
 @cli_main("ring-pretrain")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
@@ -63,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain import distributed as D
     from pretrain.engine.trainer import Trainer
 
-    summary = Trainer(cfg, run_dir, resume=args.resume).train()
+    trainer = Trainer(cfg, run_dir, resume=args.resume)
+    try:
+        summary = trainer.train()
+    except KeyboardInterrupt:
+        if D.is_main():
+            print(f"ring-pretrain: interrupted at iteration {trainer.iter}; {resume_hint(trainer)}", file=sys.stderr)
+        return 130
+    except UserError as e:  # mid-run (a full disk, an unreadable image): what was kept, and how to go on
+        raise UserError(f"{user_message(e).rstrip('.')}; {resume_hint(trainer)}") from None
 
     if D.is_main():
         m = summary["metrics"]

@@ -24,6 +24,17 @@ class UserError(Exception):
     because it is a bug."""
 
 
+def user_message(e: UserError) -> str:
+    """A ``UserError``'s sentence, also when a DataLoader worker raised it: PyTorch re-raises it in the main
+    process with the worker's traceback in the message, whose last line is ``module.Type: <sentence>``."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and type(e).__name__ in head else last
+
+
 def cli_main(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., int]]:
     """Decorates a command's ``main(argv) -> exit code``: a ``UserError`` prints ``prog: error: ...`` on
     stderr and exits 2; anything else propagates with its traceback."""
@@ -33,7 +44,7 @@ def cli_main(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., i
             try:
                 return int(fn(*args, **kwargs) or 0)
             except UserError as e:
-                print(f"{prog}: error: {e}", file=sys.stderr)
+                print(f"{prog}: error: {user_message(e)}", file=sys.stderr)
                 return 2
         return wrapper
     return deco

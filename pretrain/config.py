@@ -249,6 +249,65 @@ def _coerce_tuples(user: dict, ref: CfgNode) -> dict:
     return out
 
 
+# Values a run cannot use, checked whenever a config is loaded: "KEY": (lowest allowed, whether it is allowed
+# itself).  A component checks its own settings where it builds (MOCO.QUEUE_SIZE, RING.INNER, ...).
+LOWER_BOUNDS = {
+    "SOLVER.EPOCHS": (1, True), "SOLVER.BATCH_SIZE": (1, True), "SOLVER.LR": (0, False),
+    "SOLVER.MOMENTUM": (0, True), "SOLVER.WEIGHT_DECAY": (0, True), "SOLVER.WARMUP_EPOCHS": (0, True),
+    "SOLVER.MAX_ITERS": (0, True), "OBJECTIVE.TEMPERATURE": (0, False),
+    "DATA.IMAGE_SIZE": (1, True), "DATA.NUM_WORKERS": (0, True), "DATA.SUBSET": (0, True),
+    "MODEL.WIDTH": (1, True), "MODEL.OUT_DIM": (1, True), "MODEL.HEAD_HIDDEN": (0, True),
+    "CHECKPOINT.PERIOD_ITERS": (1, True), "CHECKPOINT.KEEP_EVERY": (1, True), "LOG.PERIOD": (1, True),
+    "KNN.PERIOD_EPOCHS": (1, True), "KNN.K": (1, True), "KNN.TEMPERATURE": (0, False),
+    "KNN.MAX_TRAIN": (0, True), "KNN.MAX_TEST": (0, True),
+    "LINCLS.EPOCHS": (1, True), "LINCLS.BATCH_SIZE": (1, True), "LINCLS.LR": (0, False),
+    "LINCLS.MOMENTUM": (0, True), "LINCLS.WEIGHT_DECAY": (0, True), "LINCLS.MAX_TRAIN": (0, True),
+    "LINCLS.MAX_TEST": (0, True),
+}
+
+
+def check_values(cfg: CfgNode, source: str = "config") -> None:
+    """Every bounded setting within its bound (``LOWER_BOUNDS``), else one sentence naming the key."""
+    for key, (low, inclusive) in LOWER_BOUNDS.items():
+        value = get_key(cfg, key)
+        if value < low or (value == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ConfigError(f"{source}: {key} must be {bound}, got {value}; set it in the config file or as "
+                              f"'{key} VALUE' on the command line.")
+
+
+def _kind(ref) -> str:
+    return {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+            tuple: "a list such as [1, 2]"}.get(type(ref), type(ref).__name__)
+
+
+def type_mismatch(key: str, value, ref) -> str | None:
+    """One sentence when ``value`` (decoded) cannot be set where the default is ``ref``, else None."""
+    if ref is None or isinstance(ref, CfgNode):
+        return None
+    ok = (isinstance(value, bool) if isinstance(ref, bool) else
+          isinstance(value, int) and not isinstance(value, bool) if isinstance(ref, int) else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(ref, float) else
+          isinstance(value, (list, tuple)) if isinstance(ref, tuple) else isinstance(value, type(ref)))
+    return None if ok else f"{key} must be {_kind(ref)} (its default is {ref!r}), got {value!r}"
+
+
+def closest_key(cfg, dotted: str) -> str:
+    """`` (did you mean SECTION.KEY?)`` for the existing key nearest to an unknown ``dotted`` one (any CfgNode,
+    Detectron2's too), or ""."""
+    import difflib
+
+    node, parts = cfg, dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return ""
+        if part not in node:
+            close = difflib.get_close_matches(part, list(node.keys()), n=1)
+            return f" (did you mean {'.'.join(parts[:i] + close[:1])}?)" if close else ""
+        node = node[part]
+    return ""
+
+
 def merge_overrides(cfg: CfgNode, opts: list[str], source: str = "command line") -> CfgNode:
     if len(opts) % 2:
         raise ConfigError(f"{source}: overrides come in KEY VALUE pairs; got an odd number ({' '.join(opts)}).")
@@ -259,13 +318,19 @@ def merge_overrides(cfg: CfgNode, opts: list[str], source: str = "command line")
             if not isinstance(node, CfgNode) or part not in node:
                 prefix = ".".join(parts[:i]) + ("." if i else "")
                 valid = _describe_valid(node, prefix) if isinstance(node, CfgNode) else "(none)"
-                raise ConfigError(f"{source}: unknown config key '{key}'; valid keys here are: {valid}.")
+                hint = closest_key(cfg, key)
+                raise ConfigError(f"{source}: unknown config key '{key}'{hint}; valid keys here are: {valid}.")
             node = node[part]
-        opts[2 * i_key + 1] = _coerce(_decode(opts[2 * i_key + 1]), node)
+        value = _coerce(_decode(opts[2 * i_key + 1]), node)
+        problem = type_mismatch(key, value, node)
+        if problem:
+            raise ConfigError(f"{source}: {problem}.")
+        opts[2 * i_key + 1] = value
     try:
         cfg.merge_from_list(opts)
     except (ValueError, TypeError, AssertionError) as e:
         raise ConfigError(f"{source}: bad override value ({e}).") from None
+    check_values(cfg, source)
     return cfg
 
 
@@ -281,8 +346,18 @@ def _decode(text):
         return text
 
 
+def _check_types(user: dict, ref: CfgNode, source: str, prefix: str = "") -> None:
+    for k, v in user.items():
+        r = ref.get(k)
+        if isinstance(r, CfgNode) and isinstance(v, dict):
+            _check_types(v, r, source, f"{prefix}{k}.")
+        elif (problem := type_mismatch(prefix + k, _coerce(v, r), r)):
+            raise ConfigError(f"{source}: {problem}.")
+
+
 def _merge_user(cfg: CfgNode, user: dict, source: str) -> None:
     _check_keys(user, cfg, source)
+    _check_types({k: v for k, v in user.items() if k != "_BASE_"}, cfg, source)
     try:
         cfg.merge_from_other_cfg(CfgNode(_coerce_tuples(user, cfg)))
     except (ValueError, TypeError, AssertionError, KeyError) as e:
@@ -311,6 +386,8 @@ def load_config(path=None, opts: list[str] | None = None, defaults: CfgNode | No
         merge_file(cfg, p)
     if opts:
         merge_overrides(cfg, opts)
+    else:
+        check_values(cfg)
     cfg.freeze()
     return cfg
 

@@ -1,6 +1,7 @@
 """Atomic file writes and the run-directory logs (metrics.jsonl, summary.json)."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -9,10 +10,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pretrain.common import UserError
+
+
+FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+# what torch.save raises when its writer cannot write (the errno is lost on the way)
+TORCH_WRITE_FAILED = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+
+
+def is_full_disk(e: BaseException) -> bool:
+    """A write that failed for lack of room: a full disk, a quota or a file-size limit."""
+    if isinstance(e, OSError):
+        return e.errno in FULL_DISK
+    return isinstance(e, RuntimeError) and any(m in str(e) for m in TORCH_WRITE_FAILED)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temp path in the same folder; on success rename it over ``path`` (never a half file)."""
+    """Yield a temp path in the same folder; on success rename it over ``path`` (never a half file).  A write
+    that fails for lack of room is one sentence (``UserError``); the file it replaces is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,6 +38,12 @@ def atomic_path(path: str | os.PathLike):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if not is_full_disk(e):
+            raise
+        raise UserError(f"could not write {path}: no room left (a full disk, a quota or a file-size limit); "
+                        f"free space on {path.parent} and retry"
+                        f"{' (the previous copy is untouched)' if path.exists() else ''}.") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -68,6 +68,26 @@ def test_unknown_override_and_odd_pairs():
         load_config("no_such_config")
 
 
-def test_bad_value_type():
-    with pytest.raises(ConfigError, match="bad override value"):
+def test_a_type_mismatch_names_the_key_and_the_type_in_plain_words(tmp_path):
+    with pytest.raises(ConfigError, match=r"^command line: SOLVER.EPOCHS must be an integer \(its default is 200\), "
+                                          r"got 'many'\.$"):
         load_config(None, ["SOLVER.EPOCHS", "many"])
+    with pytest.raises(ConfigError, match="LOG.PROGRESS must be True or False"):
+        load_config(None, ["LOG.PROGRESS", "3"])
+    (tmp_path / "my.yaml").write_text("SOLVER:\n  LR: fast\n")
+    with pytest.raises(ConfigError, match=r"my.yaml: SOLVER.LR must be a number \(its default is 0.03\), got 'fast'"):
+        load_config(str(tmp_path / "my.yaml"))
+    assert load_config(None, ["SOLVER.LR", "1"]).SOLVER.LR == 1.0  # an integer where a float is due is fine
+
+
+@pytest.mark.parametrize("key,value,bound", [("SOLVER.BATCH_SIZE", "-8", ">= 1"), ("SOLVER.BATCH_SIZE", "0", ">= 1"),
+                                             ("SOLVER.EPOCHS", "-3", ">= 1"), ("SOLVER.LR", "-1", "> 0"),
+                                             ("LINCLS.EPOCHS", "-1", ">= 1"), ("OBJECTIVE.TEMPERATURE", "0", "> 0")])
+def test_values_no_run_can_use_stop_before_any_work(key, value, bound):
+    with pytest.raises(ConfigError, match=f"{key} must be {bound}, got {value}"):
+        load_config(None, [key, value])
+
+
+def test_an_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"'SOLVER.MAX_ITER' \(did you mean SOLVER.MAX_ITERS\?\)"):
+        load_config(None, ["SOLVER.MAX_ITER", "5"])

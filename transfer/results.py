@@ -379,7 +379,12 @@ def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
 
 
 def make_tables(paths) -> dict[str, Table]:
-    long = _long(collect(paths))
+    """Every table over the summaries under ``paths``; none at all is an error (a wrong folder, not a result)."""
+    found = collect(paths)
+    if not found:
+        raise ResultsError(f"no summary.json under {', '.join(map(str, paths)) or '(nothing given)'}; pass the "
+                           "folders ring-pretrain, ring-lincls, ring-train-net or ring-suite wrote (e.g. runs/suite).")
+    long = _long(found)
     return {key: build_table(long, key) for key in table_titles()}
 
 

@@ -96,6 +96,26 @@ def _check_estimators(P: dict, where: str) -> None:
                          f"'pretrain.estimators' does not run ({', '.join(P['estimators'])}).")
 
 
+def _check_pretraining_configs(suite: dict, where: str) -> None:
+    """Every pretraining stage's config as ring-pretrain will read it (the file, the overrides, each estimator's
+    own settings), so that a typo stops the suite (and --dry-run) before the first stage, not midway."""
+    from pretrain.common import UserError
+    from pretrain.config import load_config
+    from pretrain.contrastive.estimators import build_estimator
+
+    P = suite["pretrain"]
+    for ds in P["datasets"]:
+        for obj in P["objectives"]:
+            for est in P["estimators"]:
+                name = P["config"].format(dataset=ds, objective=obj, estimator=est)
+                opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, *run_opts(suite, ds, P["seeds"][0])]
+                try:
+                    build_estimator(load_config(name, opts))
+                except UserError as e:
+                    raise SuiteError(f"{where}: the pretraining stage {ds + ' ' if ds else ''}{obj}-{est} would "
+                                     f"stop: {e}") from None
+
+
 def _resnet_of(entry: dict, where: str) -> tuple[int, int]:
     """(depth, stem width) of a ``backbones:`` entry's file, read once when the suite loads: a file holding no
     ResNet (or one its arch/prefix do not fit) stops the suite here, not after the pretraining stages."""
@@ -151,6 +171,7 @@ def load_suite(path: str | Path | None) -> tuple[dict, str]:
         raw["pretrain"]["estimators"] = ["all"]  # the one word a list of estimators may be
     suite = _check(raw, schema(), str(p))
     _check_estimators(suite["pretrain"], str(p))
+    _check_pretraining_configs(suite, str(p))
     suite["backbones"] = _check_backbones(suite["backbones"], str(p))
     for t in tasks():
         t.check(suite[t.name], str(p))

@@ -60,6 +60,9 @@ class Trainer:
         seed_everything(cfg.SEED)
         self.train_set, self.batch_sampler = self.build_train_set(cfg)
         self.iters_per_epoch = self.batch_sampler.batches_per_epoch
+        if self.iters_per_epoch == 0:  # full batches only: no step would ever run
+            raise ConfigError(f"the training set holds {len(self.train_set)} images, fewer than one batch "
+                              f"(SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}); lower SOLVER.BATCH_SIZE or add data.")
         self.total_iters = self.iters_per_epoch * cfg.SOLVER.EPOCHS
         if cfg.SOLVER.MAX_ITERS:
             self.total_iters = min(self.total_iters, cfg.SOLVER.MAX_ITERS)
@@ -72,6 +75,7 @@ class Trainer:
         self.last_knn: float | None = None
         if resume:
             self._resume()
+        self.saved_iter = self.iter if resume else None  # the iteration the last checkpoint holds
 
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
         if self.main:
@@ -161,6 +165,7 @@ class Trainer:
     def save(self, epoch_copy: int | None = None) -> None:
         if self.main:
             save_checkpoint(self.run_dir, self._state(), epoch_copy)
+        self.saved_iter = self.iter
         D.barrier()
 
     def _resume(self) -> None:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pretrain import distributed as D
+from pretrain.common import UserError
 from pretrain.data import build_dataset, labelled_split
 from pretrain.data.transforms import eval_transform
 from pretrain.data.views import TransformedDataset
@@ -43,6 +44,17 @@ def knn_top1(backbone: torch.nn.Module, cfg, device) -> float:
     return topk_accuracy(scores, yte, ks=(1,))["top1"]
 
 
+def check_knn_splits(cfg) -> None:
+    """Both splits the monitor reads exist, checked before training (not after the first epoch's work)."""
+    for split in (labelled_split(cfg), cfg.DATA.TEST_SPLIT):
+        try:
+            build_dataset(cfg.DATA, split, 1)
+        except UserError as e:
+            raise type(e)(f"{str(e).rstrip('.')}; the kNN monitor scores the '{split}' split every "
+                          "KNN.PERIOD_EPOCHS epochs: add it, point DATA.TEST_SPLIT at one you have, or set KNN.ENABLED "
+                          "False.") from None
+
+
 class KNNMonitor(Hook):
     """Weighted kNN top-1 of the test split every KNN.PERIOD_EPOCHS epochs and after the last one (rank 0
     computes it; a schedule that adapts to it gets rank 0's value on every rank)."""
@@ -50,6 +62,7 @@ class KNNMonitor(Hook):
     def __init__(self, cfg, writer):
         self.cfg, self.writer = cfg, writer
         self.every, self.epochs = cfg.KNN.PERIOD_EPOCHS, cfg.SOLVER.EPOCHS
+        check_knn_splits(cfg)
 
     def after_epoch(self, trainer):
         if trainer.epoch % self.every and trainer.epoch != self.epochs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pretrain.config import ConfigError, config_from_yaml_str, load_config, merge_overrides
+from pretrain.config import ConfigError, config_from_yaml_str, get_key, load_config, merge_overrides
 from pretrain.contrastive.objectives import build_eval_backbone
 from pretrain.engine.checkpoint import LAST, backbone_state_dict, checked, is_pretrain_checkpoint, load_checkpoint
 from pretrain.modeling.backbones import build_backbone
@@ -37,6 +37,10 @@ def load_backbone(checkpoint: str | Path, random_init: bool = False, opts: list[
     return _from_file(path, state, random_init, opts, config, arch, prefix, name)
 
 
+# settings that build a run's backbone: an override would build another network than the checkpoint holds
+RUN_MODEL_KEYS = ("MODEL.BACKBONE", "MODEL.SMALL_STEM", "MODEL.WIDTH", "CMC.WIDTH", "OBJECTIVE.NAME")
+
+
 def is_run(path: str | Path) -> bool:
     """A ring-pretrain run directory or checkpoint (not a weights file from elsewhere); cheap: a PyTorch file is
     memory-mapped, its tensors not read."""
@@ -46,6 +50,12 @@ def is_run(path: str | Path) -> bool:
 
 def _from_run(state: dict, random_init: bool, opts):
     cfg = config_from_yaml_str(state["config"])
+    changed = [(k, v) for k, v in zip((opts or [])[0::2], (opts or [])[1::2])
+               if k.startswith(RUN_MODEL_KEYS) and str(v) != str(get_key(cfg, k))]
+    if changed:
+        key, value = changed[0]
+        raise ConfigError(f"{key} {value}: a run's backbone is evaluated as it was trained ({key} "
+                          f"{get_key(cfg, key)}); drop the override, or evaluate other weights with --weights FILE.")
     cfg.defrost()
     merge_overrides(cfg, opts or [])
     cfg.freeze()

@@ -39,6 +39,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # noqa: E402
 
 from pretrain.common import NumpyOnlyUnpickler, add_output, cli_main, find_file  # noqa: E402
+from pretrain.config import closest_key  # noqa: E402
 from pretrain.io import write_summary  # noqa: E402
 from pretrain.modeling.weight_formats import depth_of, detectron2_to_torchvision  # noqa: E402
 
@@ -113,7 +114,8 @@ def load_cfg(config_file: str, opts: list[str] | None = None):
         except (KeyError, AssertionError, ValueError) as e:
             msg = str(e.args[0] if e.args else e)
             if "Non-existent" in msg:
-                raise TransferError(f"{source}: {msg} (not a Detectron2 config key); fix or remove it.") from None
+                hint = closest_key(cfg, msg.rpartition(" ")[2])
+                raise TransferError(f"{source}: {msg} (not a Detectron2 config key){hint}; fix or remove it.") from None
             raise TransferError(f"{source}: bad value ({msg}).") from None
     return cfg
 

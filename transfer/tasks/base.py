@@ -113,5 +113,15 @@ class TransferTask:
         return []
 
 
+def check_overrides(overrides: list, where: str, what: str) -> None:
+    """A suite's KEY VALUE overrides for ring-pretrain's config (keys, types, values), checked when it loads."""
+    from pretrain.config import load_config
+
+    try:
+        load_config(None, list(overrides))
+    except UserError as e:
+        raise SuiteError(f"{where}: {what}: {e}") from None
+
+
 def py(module: str, *args) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]

@@ -33,6 +33,13 @@ class Detection(TransferTask):
             t = {**TASK_SCHEMA, **t}
             if not t["name"] or not t["config"]:
                 raise SuiteError(f"{where}: every detection task needs a name and a config.")
+            if section["enabled"]:  # its config and overrides as ring-train-net will read them
+                from transfer.detection.train_net import load_cfg
+
+                try:
+                    load_cfg(t["config"], [str(x) for x in t["overrides"]])
+                except UserError as e:
+                    raise SuiteError(f"{where}: detection task '{t['name']}': {e}") from None
             tasks.append(t)
         section["tasks"] = tasks
 

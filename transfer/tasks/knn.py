@@ -2,7 +2,7 @@
 ``ring-knn`` of every backbone (its random-init twin included) with the KNN.* settings."""
 from __future__ import annotations
 
-from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, py
+from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, check_overrides, py
 from transfer.tasks.linear import LINEAR_TABLE
 
 SMOKE = ["KNN.K", 5, "KNN.MAX_TRAIN", 16, "KNN.MAX_TEST", 8]
@@ -13,6 +13,9 @@ class KNN(TransferTask):
     name, order = "knn", 20
     schema = {"enabled": False, "overrides": []}  # the monitor's rows come with every pretraining run anyway
     tables = LINEAR_TABLE
+
+    def check(self, section, where):
+        check_overrides(section["overrides"], where, "knn.overrides")
 
     def stages(self, section, ctx: EvalContext) -> list[Stage]:
         out = ctx.dest / "knn"

@@ -1,7 +1,7 @@
 """The linear probe (``ring-lincls``) of every backbone, one column per dataset and protocol."""
 from __future__ import annotations
 
-from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, py
+from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, check_overrides, py
 
 LINEAR_TABLE = {"linear": "Frozen-backbone classification (top-1 %): linear probe and kNN monitor"}
 SMOKE = ["LINCLS.EPOCHS", 1, "LINCLS.BATCH_SIZE", 8, "LINCLS.MAX_TRAIN", 16, "LINCLS.MAX_TEST", 8]
@@ -13,6 +13,9 @@ class LinearProbe(TransferTask):
     schema = {"enabled": True, "overrides": []}
     tables = LINEAR_TABLE
     evaluation_keys = ("LINCLS.",)  # the probe's own settings: part of its column, not of the row
+
+    def check(self, section, where):
+        check_overrides(section["overrides"], where, "lincls.overrides")
 
     def stages(self, section, ctx: EvalContext) -> list[Stage]:
         lin = ctx.dest / "lincls"

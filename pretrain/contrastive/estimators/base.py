@@ -117,10 +117,10 @@ class Estimator:
     warn: Callable[[dict], str | None] | None = None
 
 
-def tau_plus_of(value: float, key: str) -> float:
+def tau_plus_of(value: float, key: str, usual: str = "the authors use 0.1") -> float:
     if not 0.0 <= value < 1.0:
         raise UserError(f"{key} must lie in [0, 1) (the probability that a negative shares the anchor's class), "
-                        f"got {value}; the authors use 0.1.")
+                        f"got {value}; {usual}.")
     return float(value)
 
 

@@ -12,14 +12,14 @@ from pretrain.contrastive.samplers import SAMPLER_REGISTRY
 HCL_CONFIG = {"HCL": {"BETA": 1.0, "TAU_PLUS": 0.1, "TEMPERATURE": 0.5}}
 
 
-def hcl_with(sampler: str, name: str, section: str = "HCL", check=None):
+def hcl_with(sampler: str, name: str, section: str = "HCL", check=None, usual_tau_plus: str = "the authors use 0.1"):
     """The HCL loss form over the named sampler's negatives, with the settings of config ``section``
-    (``hcl``: uniform, HCL; ``ring_hcl``: the ring, RING_HCL); ``check(cfg)`` vets the settings first."""
+    (``hcl``: uniform, HCL; ``ring_hcl``: the ring, RING_HCL); ``check(cfg)`` vets them further."""
     def build(cfg) -> Estimator:
         S = cfg[section]
+        tau_plus = tau_plus_of(S.TAU_PLUS, f"{section}.TAU_PLUS", usual_tau_plus)
         if check is not None:
             check(cfg)
-        tau_plus = tau_plus_of(S.TAU_PLUS, f"{section}.TAU_PLUS")
         if S.BETA < 0:
             raise UserError(f"{section}.BETA must be >= 0 (0 is DCL, larger weights hard negatives more), got "
                             f"{S.BETA}; the authors use 1.0.")

@@ -17,5 +17,6 @@ def _check(cfg) -> None:
                   "drawn at the class prior; inside a ring they are mostly the anchor's class (set 0, the default).")
 
 
-ESTIMATOR_REGISTRY.register(hcl_with("ring", "ring_hcl", "RING_HCL", _check), name="ring_hcl",
+ESTIMATOR_REGISTRY.register(hcl_with("ring", "ring_hcl", "RING_HCL", _check, "inside a ring use 0, the default"),
+                            name="ring_hcl",
                             config={"RING_HCL": {"BETA": 1.0, "TAU_PLUS": 0.0, "TEMPERATURE": 0.5}})
