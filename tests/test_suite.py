@@ -242,3 +242,54 @@ def test_backbones_entries_are_checked_before_any_stage(tmp_path):
         load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth")}] * 2))
     with pytest.raises(SuiteError, match="'backbones\\[\\].weight'"):
         load_suite(_tiny_suite(tmp_path, backbones=[{"name": "a", "path": str(tmp_path / "a.pth"), "weight": 1}]))
+
+
+def test_a_stage_that_exits_0_without_its_marker_is_an_error(tmp_path):
+    import sys
+
+    from transfer.suite import run_stage
+    from transfer.tasks.base import Stage
+
+    stage = Stage("quiet", [sys.executable, "-c", "print('nothing written')"], tmp_path / "summary.json",
+                  tmp_path / "quiet.log")
+    with pytest.raises(SuiteError, match=r"stage 'quiet' exited 0 without writing .*summary.json, the file that "
+                                         r"marks it complete"):
+        run_stage(stage)
+
+
+def test_a_pretraining_stage_with_a_checkpoint_but_no_summary_is_resumed_not_done(tmp_path):
+    """Killed after its last checkpoint but before its summary: the suite runs the stage again, which resumes
+    (--auto-resume) and writes the whole run's summary (its loss, not an empty session's 0)."""
+    from transfer.suite import run_stage
+
+    path = _tiny_suite(tmp_path, detection__enabled=False, meta_dataset__enabled=False, lincls__enabled=False,
+                       random_init=False, pretrain__estimators=["nce"])
+    (stage,) = plan(load_suite(path)[0], tmp_path / "out")
+    run_stage(stage)
+    first = json.loads(stage.done.read_text())["metrics"]
+    stage.done.unlink()
+    assert (stage.done.parent / "checkpoint_last.pth").exists() and not stage.done.exists()
+    assert [s.name for s in plan(load_suite(path)[0], tmp_path / "out") if not s.done.exists()] == [stage.name]
+    run_stage(stage)
+    again = json.loads(stage.done.read_text())["metrics"]
+    assert "resumed" in stage.log.read_text()
+    assert (again["iters"], again["loss"]) == (first["iters"], first["loss"]) and first["loss"] > 0
+
+
+def test_export_leaves_no_file_when_its_check_fails(tmp_path, monkeypatch):
+    import torchvision
+
+    from transfer.detection import export as export_mod
+    from transfer.detection import integrity
+
+    src = tmp_path / "r18.pth"
+    import torch
+
+    torch.save(torchvision.models.resnet18().state_dict(), src)
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated failure during the check")
+    monkeypatch.setattr(integrity, "max_feature_difference", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_mod.export(src, tmp_path / "model.pkl")
+    assert not (tmp_path / "model.pkl").exists() and not list(tmp_path.glob(".model.pkl.*"))

@@ -264,7 +264,10 @@ def run_stage(stage: Stage) -> float:
         log.write("$ " + " ".join(stage.cmd) + "\n")
         log.flush()
         proc = subprocess.run(stage.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **stage.env})
-    if proc.returncode != 0 or not stage.done.exists():
+    if proc.returncode == 0 and not stage.done.exists():  # a stage's marker is what makes it count as done
+        raise SuiteError(f"stage '{stage.name}' exited 0 without writing {stage.done}, the file that marks it "
+                         f"complete (a bug in the stage's command) -- full log: {stage.log}.")
+    if proc.returncode != 0:
         tail = stage.log.read_text().strip().splitlines()[-5:]
         why = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "")
         raise SuiteError(f"stage '{stage.name}' failed (exit {proc.returncode}): {why.strip()} -- full log: "

@@ -42,12 +42,14 @@ class LossFeed(Hook):
 class MetricsWriter(Hook):
     """Every LOG.PERIOD iterations (and at the last): one line of metrics.jsonl, TensorBoard scalars and
     the progress bar, and the estimator's warning about them (``Estimator.warn``, once per run); keeps the
-    mean of the losses it read for the summary."""
+    mean of the losses it read, the images and the seconds for the summary (``state_dict``: in every
+    checkpoint, so a resumed run's summary covers the whole run)."""
 
     def __init__(self, cfg, main: bool):
         self.period, self.main, self.cfg = cfg.LOG.PERIOD, main, cfg
         self.tb, self.bar = None, None
         self.loss_sum, self.loss_n, self.images = 0.0, 0, 0
+        self.seconds_before = 0.0  # training seconds of earlier sessions of this run
         self.warned = False
 
     def before_train(self, trainer):
@@ -97,8 +99,17 @@ class MetricsWriter(Hook):
         if self.tb:
             self.tb.close()
 
+    def state_dict(self) -> dict:
+        started = getattr(self, "t_start", None)
+        seconds = self.seconds_before + (time.perf_counter() - started if started is not None else 0.0)
+        return {"loss_sum": self.loss_sum, "loss_n": self.loss_n, "images": self.images, "seconds": seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss_sum, self.loss_n, self.images = state["loss_sum"], state["loss_n"], state["images"]
+        self.seconds_before = state["seconds"]
+
     def summary_metrics(self) -> dict:
-        elapsed = time.perf_counter() - self.t_start
+        elapsed = self.state_dict()["seconds"]
         return {"loss": self.loss_sum / max(1, self.loss_n), "img_per_s": self.images / max(elapsed, 1e-9),
                 "seconds": elapsed}
 

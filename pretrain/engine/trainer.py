@@ -83,6 +83,8 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", cfg.dump())
         self._loss, self._loss_float = None, None
         self.hooks = self.build_hooks()
+        if resume and getattr(self, "_metrics_so_far", None):
+            self.writer.load_state_dict(self._metrics_so_far)  # the summary covers the whole run, not this session
 
     # -- the seams -----------------------------------------------------------------------------
     def build_train_set(self, cfg: CfgNode):
@@ -159,7 +161,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
             "objective_extra": self.objective.extra_state(), "rng": rng_state(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "iter": self.iter,
-            "world_size": self.world, "last_knn": self.last_knn,
+            "world_size": self.world, "last_knn": self.last_knn, "metrics_so_far": self.writer.state_dict(),
         }
 
     def save(self, epoch_copy: int | None = None) -> None:
@@ -186,6 +188,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.epoch, self.batch_in_epoch, self.iter = state["epoch"], state["batch_in_epoch"], state["iter"]
         self.last_knn = state.get("last_knn")
+        self._metrics_so_far = state.get("metrics_so_far")  # the summary's running sums, for the writer
         if self.main:
             print(f"[ring-pretrain] resumed {self.run_dir} at epoch {self.epoch}, batch {self.batch_in_epoch}, "
                   f"iteration {self.iter}")
