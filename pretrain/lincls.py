@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     source, weights = weights_source(args)
     s = run_lincls(source, args.output, args.opts, args.random_init, weights=weights)
     m = s["metrics"]
+    best = (f"; best epoch {m['best_epoch']}: top-1 {m['top1_best']:.2f}% (chosen on the test split)"
+            if "top1_best" in m else "")
     print(f"[ring-lincls] {row_name(s)} {s['backbone']} on {s['dataset']} ({s['protocol']} protocol): "
-          f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%")
+          f"top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%" + (" (last epoch)" if best else "") + best)
     return 0
 
 

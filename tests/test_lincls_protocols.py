@@ -82,3 +82,48 @@ def test_paper_protocol_trains_on_augmented_views_with_frozen_batchnorm():
     assert all(torch.equal(before[k], v) for k, v in bb.state_dict().items())  # BN statistics and weights frozen
     assert len(seen) == 16 and all(len(v) == 2 for v in seen.values())  # every image, once per epoch
     assert sum(not torch.equal(a, b) for a, b in seen.values()) >= 14  # two different augmented views
+
+
+def test_moco_protocol_is_main_lincls_init_every_image_and_last_and_best_epoch(monkeypatch):
+    """MoCo's main_lincls: fc N(0, 0.01) with zero bias, no drop_last (10 images at batch 4: 3 steps an
+    epoch, every image seen), the test split scored after every epoch, the last and the best reported."""
+    from pretrain.evaluation import linear
+
+    cfg = cfg_with(**{"LINCLS.PROTOCOL": "moco", "LINCLS.EPOCHS": 3, "LINCLS.BATCH_SIZE": 4, "DATA.IMAGE_SIZE": 16,
+                      "DATA.NUM_WORKERS": 0})
+    p = build_protocol(cfg)
+    assert (p.init_std, p.drop_last, p.best_epoch) == (0.01, False, True)
+    torch.manual_seed(0)
+    layer = linear.linear_layer(512, 1000, p.init_std)
+    assert torch.all(layer.bias == 0) and abs(layer.weight.std().item() - 0.01) < 5e-4
+    assert linear.iters_per_epoch(10, 4, drop_last=False) == 3 and linear.iters_per_epoch(10, 4, drop_last=True) == 2
+
+    steps, per_epoch = [], []
+    fit = linear.fit_linear
+
+    def recording_fit(clf, epoch_batches, *a, after_epoch=None, **k):
+        def batches():
+            for x, y in epoch_batches():
+                steps.append(len(y))
+                yield x, y
+
+        def scored(epoch):
+            after_epoch(epoch)
+            per_epoch.append(linear.topk_accuracy(clf(fte_seen[0]).detach(), fte_seen[1])["top1"])
+        return fit(clf, batches, *a, after_epoch=scored, **k)
+    fte_seen = []
+    extract = linear.extract_features
+
+    def recording_extract(*a, **k):
+        out = extract(*a, **k)
+        fte_seen[:] = out
+        return out
+    monkeypatch.setattr(linear, "fit_linear", recording_fit)
+    monkeypatch.setattr(linear, "extract_features", recording_extract)
+    bb = build_backbone("resnet18", small_stem=False, width=16)
+    acc = linear.probe_through_encoder(bb, p, cfg, SyntheticShapes("train", 10, 16), SyntheticShapes("test", 12, 16),
+                                       num_classes=10, device=torch.device("cpu"), lr_lambda=lambda i: 0.01)
+    assert steps == [4, 4, 2] * 3  # every image of every epoch, the last batch partial
+    assert len(per_epoch) == 3 and acc["top1"] == per_epoch[-1]
+    assert acc["top1_best"] == max(per_epoch) and per_epoch[acc["best_epoch"] - 1] == max(per_epoch)
+    assert acc["best_epoch"] == per_epoch.index(max(per_epoch)) + 1  # the first epoch to reach the best

@@ -32,19 +32,36 @@ Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 def fit_linear(clf: torch.nn.Linear, epoch_batches: Batches, epochs: int, lr: float, momentum: float,
-               weight_decay: float, lr_lambda, device, progress: bool = False) -> torch.nn.Linear:
+               weight_decay: float, lr_lambda, device, progress: bool = False, after_epoch=None) -> torch.nn.Linear:
     """SGD on ``clf`` for ``epochs`` passes over ``epoch_batches()`` (features, labels), the LR stepped per
-    iteration by ``lr_lambda``: the one linear-probe loop of the project."""
+    iteration by ``lr_lambda``: the one linear-probe loop of the project.  ``after_epoch(epoch)``, when given,
+    is called after each epoch (1-based)."""
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    for _ in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
         for x, y in epoch_batches():
             loss = F.cross_entropy(clf(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
     return clf
+
+
+def linear_layer(dim: int, num_classes: int, init_std: float | None) -> torch.nn.Linear:
+    """The probe: PyTorch's default initialisation, or weights N(0, init_std) with zero bias (MoCo's)."""
+    clf = torch.nn.Linear(dim, num_classes)
+    if init_std is not None:
+        torch.nn.init.normal_(clf.weight, 0.0, init_std)
+        torch.nn.init.zeros_(clf.bias)
+    return clf
+
+
+def iters_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Optimizer steps in one epoch over n examples (the LR schedule's unit)."""
+    return max(1, n // batch_size if drop_last else -(-n // batch_size))
 
 
 def train_linear_probe(train, test, num_classes: int, epochs: int, batch_size: int, lr: float, momentum: float,
@@ -84,15 +101,25 @@ def train_linear_on_features(train_f, train_y, test_f, test_y, num_classes: int,
 def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_classes: int, device,
                           lr_lambda) -> dict:
     """The linear layer trained on the protocol's training views passed through the frozen encoder every
-    epoch (BatchNorm in eval mode, no gradient into the encoder), then scored on the test transform."""
+    epoch (BatchNorm in eval mode, no gradient into the encoder), then scored on the test transform (the
+    test features are fixed: computed once, at the first score).  With ``protocol.best_epoch`` the test split is scored after
+    every epoch and the best epoch's top-1 is reported too (``top1_best``, ``best_epoch``)."""
     from torch.utils.data import DataLoader
 
     L = cfg.LINCLS
     loader = DataLoader(TransformedDataset(train_set, protocol.train_transform), batch_size=L.BATCH_SIZE,
-                        shuffle=True, num_workers=cfg.DATA.NUM_WORKERS, drop_last=True,
+                        shuffle=True, num_workers=cfg.DATA.NUM_WORKERS, drop_last=protocol.drop_last,
                         generator=torch.Generator().manual_seed(cfg.SEED))
-    clf = torch.nn.Linear(bb.feature_dim, num_classes).to(device)
+    clf = linear_layer(bb.feature_dim, num_classes, protocol.init_std).to(device)
     bb.eval()
+    test = {}
+
+    def score() -> dict:
+        if not test:  # extracted at the first score: after training (or its first epoch), as it always was
+            test["f"], test["y"] = extract_features(bb, TransformedDataset(test_set, protocol.test_transform),
+                                                    device, num_workers=cfg.DATA.NUM_WORKERS)
+        with torch.no_grad():
+            return topk_accuracy(clf(test["f"].to(device)).cpu(), test["y"])
 
     def epoch_batches():
         for x, y in loader:
@@ -100,11 +127,16 @@ def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_
                 f = bb(x.to(device))
             yield f, y
 
-    fit_linear(clf, epoch_batches, L.EPOCHS, protocol.lr, protocol.momentum, protocol.weight_decay, lr_lambda, device)
-    fte, yte = extract_features(bb, TransformedDataset(test_set, protocol.test_transform), device,
-                                num_workers=cfg.DATA.NUM_WORKERS)
-    with torch.no_grad():
-        return topk_accuracy(clf(fte.to(device)).cpu(), yte)
+    best = {"top1_best": -1.0, "best_epoch": 0}
+
+    def after_epoch(epoch: int) -> None:
+        top1 = score()["top1"]
+        if top1 > best["top1_best"]:
+            best.update(top1_best=top1, best_epoch=epoch)
+
+    fit_linear(clf, epoch_batches, L.EPOCHS, protocol.lr, protocol.momentum, protocol.weight_decay, lr_lambda, device,
+               after_epoch=after_epoch if protocol.best_epoch else None)
+    return {**score(), **(best if protocol.best_epoch else {})}
 
 
 def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: list[str] | None = None,
@@ -122,7 +154,7 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     protocol = build_protocol(cfg)
     train_set = build_dataset(cfg.DATA, labelled_split(cfg), L.MAX_TRAIN)
     test_set = build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, L.MAX_TEST)
-    iters = max(1, len(train_set) // L.BATCH_SIZE) * L.EPOCHS
+    iters = iters_per_epoch(len(train_set), L.BATCH_SIZE, protocol.drop_last or protocol.cached) * L.EPOCHS
     lr_lambda = build_lr_lambda(protocol.schedule, protocol.steps, 0.1, iters)
     src = Path(checkpoint)
     out = Path(out_dir) if out_dir else default_output(src, cfg, "lincls", random_init)
