@@ -151,16 +151,48 @@ def test_memory_format_follows_config_on_cpu(tmp_path, tiny_opts, channels_last)
     assert x.is_contiguous(memory_format=fmt) and (channels_last != x.is_contiguous())
 
 
-def test_adaptive_acc_schedule_follows_the_knn_monitor(tmp_path, tiny_opts, capsys):
+def test_adaptive_acc_schedule_follows_the_knn_monitor_when_asked(tmp_path, tiny_opts, capsys):
     run = tmp_path / "run"
-    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "RING.SCHEDULE": "adaptive_acc", "SOLVER.EPOCHS": 3})
+    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "RING.SCHEDULE": "adaptive_acc", "SOLVER.EPOCHS": 3,
+                                   "RING.ADAPTIVE_ACC_METRIC": "knn"})
     assert pretrain_main(["-o", str(run), *opts]) == 0
     state = load_checkpoint(run)["objective_extra"]["schedule"]
     knn = [json.loads(line)["knn_top1"] for line in (run / "metrics.jsonl").read_text().splitlines()
            if "knn_top1" in line]
     assert state["history"] == pytest.approx(knn) and len(knn) == 3
     assert pretrain_main(["-o", str(tmp_path / "no_knn"), *opts_with(opts, **{"KNN.ENABLED": False})]) == 2
-    assert "adapts to the kNN accuracy; set KNN.ENABLED True" in capsys.readouterr().err
+    assert "adapts to the kNN monitor's accuracy; set KNN.ENABLED True" in capsys.readouterr().err
+
+
+def test_adaptive_acc_follows_the_authors_bank_1nn_every_epoch(tmp_path, tiny_opts):
+    """The default metric: every epoch (KNN.PERIOD_EPOCHS 10 notwithstanding), the test split's 1-NN against the
+    bank of training anchors, recomputed here from the checkpoint's bank and encoder: the value the schedule got."""
+    from pretrain.config import load_config
+    from pretrain.contrastive.objectives import build_objective
+    from pretrain.data import build_dataset
+    from pretrain.data.transforms import eval_transform
+    from pretrain.data.views import TransformedDataset
+    from pretrain.evaluation.bank_nn import Embedder, nearest_neighbour_top1
+    from pretrain.evaluation.features import extract_features
+
+    run = tmp_path / "run"
+    opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "RING.SCHEDULE": "adaptive_acc", "SOLVER.EPOCHS": 3,
+                                   "KNN.PERIOD_EPOCHS": 10})
+    assert pretrain_main(["-o", str(run), *opts]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    bank_acc = [r["bank_1nn_top1"] for r in rows if "bank_1nn_top1" in r]
+    ck = load_checkpoint(run)
+    assert len(bank_acc) == 3 and ck["objective_extra"]["schedule"]["history"] == pytest.approx(bank_acc)
+    assert sum("knn_top1" in r for r in rows) == 1  # the kNN monitor: its own period (and the last epoch)
+    cfg = load_config(None, opts)
+    obj = build_objective(cfg, 64, 8).to(memory_format=torch.channels_last)  # as trained (MODEL.CHANNELS_LAST)
+    obj.load_state_dict(ck["model"])
+    bank = ck["objective_extra"]["anchor_bank"]
+    assert bank.shape == (64, 16) and torch.allclose(bank.norm(dim=1), torch.ones(64))  # every image's anchor
+    train = build_dataset(cfg.DATA, "train")
+    test = TransformedDataset(build_dataset(cfg.DATA, "test"), eval_transform(16))
+    q, y = extract_features(Embedder(obj), test, torch.device("cpu"))
+    assert nearest_neighbour_top1(q, y, bank, torch.as_tensor(train.targets)) == pytest.approx(bank_acc[-1])
 
 
 def test_adaptive_schedule_follows_the_loss_without_reading_it(tmp_path, tiny_opts):

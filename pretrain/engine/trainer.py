@@ -28,6 +28,7 @@ from pretrain.engine.hooks import Hook, LossFeed, MetricsWriter, PeriodicCheckpo
 from pretrain.engine.lr_schedules import build_lr_lambda
 from pretrain.engine.optimizers import build_optimizer
 from pretrain.engine.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from pretrain.evaluation.bank_nn import BankNearestNeighbour
 from pretrain.evaluation.knn import KNNMonitor
 from pretrain.io import MetricsLog, RunDirectoryLock, atomic_write_text, write_summary
 from pretrain.modeling.backbones import Encoder
@@ -91,6 +92,7 @@ class Trainer:
         """(the training set as the loader reads it, the deterministic resumable batch sampler)."""
         base = build_dataset(cfg.DATA, cfg.DATA.TRAIN_SPLIT, cfg.DATA.SUBSET)
         self.dataset_size = len(base)
+        self.train_targets = getattr(base, "targets", None)  # labels, for a monitor that needs them
         self.views = objective_class(cfg.OBJECTIVE.NAME).views
         self.device_augment = None
         self.decode_on_device = cfg.DATA.DECODE_ON == "device"
@@ -147,10 +149,20 @@ class Trainer:
         self.writer = MetricsWriter(cfg, self.main)
         hooks: list[Hook] = [LossFeed()] if self.objective.schedule.observes == "loss" else []
         hooks.append(self.writer)
+        metric = cfg.RING.ADAPTIVE_ACC_METRIC if self.objective.schedule.observes == "knn" else None
+        if metric not in (None, "bank_1nn", "knn"):
+            raise ConfigError(f"RING.ADAPTIVE_ACC_METRIC {metric!r}: choose bank_1nn (the authors': the test split's "
+                              "1-NN against the training anchors, every epoch) or knn (the kNN monitor's).")
+        if metric == "bank_1nn":
+            if self.train_targets is None:
+                raise ConfigError(f"RING.ADAPTIVE_ACC_METRIC bank_1nn needs the labels of DATA.TRAIN_SPLIT "
+                                  f"{cfg.DATA.TRAIN_SPLIT!r}, which has none; use a labelled split or the knn metric.")
+            hooks.append(BankNearestNeighbour(cfg, self.writer, self.train_targets, self.device))
         if cfg.KNN.ENABLED:
-            hooks.append(KNNMonitor(cfg, self.writer))
-        elif self.objective.schedule.observes == "knn":
-            raise ConfigError(f"RING.SCHEDULE {cfg.RING.SCHEDULE} adapts to the kNN accuracy; set KNN.ENABLED True.")
+            hooks.append(KNNMonitor(cfg, self.writer, feeds_schedule=metric == "knn"))
+        elif metric == "knn":
+            raise ConfigError(f"RING.SCHEDULE {cfg.RING.SCHEDULE} with RING.ADAPTIVE_ACC_METRIC knn adapts to the kNN "
+                              "monitor's accuracy; set KNN.ENABLED True.")
         return hooks + [PeriodicCheckpointer(cfg)]
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -245,6 +257,7 @@ class Trainer:
         if self.device_augment is not None:
             v1, v2 = self._augment_on_device(v1)
         v1, v2, index = self._to_device(v1), self._to_device(v2), index.to(self.device)
+        self.last_index = index
         with self.amp_context():
             loss, stats = self.model(v1, v2, index)
         self.optimizer.zero_grad(set_to_none=True)

@@ -57,10 +57,10 @@ def check_knn_splits(cfg) -> None:
 
 class KNNMonitor(Hook):
     """Weighted kNN top-1 of the test split every KNN.PERIOD_EPOCHS epochs and after the last one (rank 0
-    computes it; a schedule that adapts to it gets rank 0's value on every rank)."""
+    computes it; with ``feeds_schedule`` the ring's schedule adapts to it, rank 0's value on every rank)."""
 
-    def __init__(self, cfg, writer):
-        self.cfg, self.writer = cfg, writer
+    def __init__(self, cfg, writer, feeds_schedule: bool = False):
+        self.cfg, self.writer, self.feeds_schedule = cfg, writer, feeds_schedule
         self.every, self.epochs = cfg.KNN.PERIOD_EPOCHS, cfg.SOLVER.EPOCHS
         check_knn_splits(cfg)
 
@@ -70,7 +70,7 @@ class KNNMonitor(Hook):
         acc = knn_top1(trainer.objective.backbone, self.cfg, trainer.device) if trainer.main else None
         D.barrier()
         trainer.last_knn = acc
-        if trainer.objective.schedule.observes == "knn":  # every rank adapts to rank 0's accuracy
+        if self.feeds_schedule:  # every rank adapts to rank 0's accuracy
             trainer.objective.observe(D.broadcast_float(trainer.last_knn))
         trainer.log.write(iter=trainer.iter, epoch=trainer.epoch, knn_top1=trainer.last_knn)
         self.writer.scalars("eval", {"knn_top1": trainer.last_knn}, trainer.iter)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from pretrain import distributed as D
 from pretrain.contrastive.estimators import build_estimator
@@ -59,6 +60,17 @@ class ContrastiveObjective(nn.Module):
         self.generator = torch.Generator().manual_seed(self._generator_seed)  # negative draws, shuffle-BN, mixes
         # memory-bank objectives (IR, CMC): negatives per anchor, and the bound on scores held at once
         self.num_negatives, self.score_block = int(cfg.BANK.NUM_NEGATIVES), int(cfg.BANK.SCORE_BLOCK)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised projections of images, as the anchors are (the authors' 1-NN monitor compares the
+        test split's against a bank of the training anchors'): the query encoder's."""
+        return F.normalize(self.encoder(x).float(), dim=1)
+
+    def take_anchors(self) -> torch.Tensor | None:
+        """The anchors of the last step's first loss (B rows of this rank, detached; SimCLR's view-1 half is
+        its first B), once; None when not recorded (``record_anchors`` off)."""
+        anchors, self._anchors = getattr(self, "_anchors", None), None
+        return anchors
 
     @property
     def sampler(self):
@@ -120,6 +132,8 @@ class ContrastiveObjective(nn.Module):
         return Negatives(anchors, pos, logits, entries, idx)
 
     def loss(self, negatives: Negatives) -> torch.Tensor:
+        if getattr(self, "record_anchors", False) and getattr(self, "_anchors", None) is None:
+            self._anchors = negatives.anchors.detach()
         negatives.generator = self.generator
         return self.estimator.loss(negatives, self.temperature)
 
@@ -133,10 +147,13 @@ class ContrastiveObjective(nn.Module):
         return stats
 
     def extra_state(self) -> dict:
+        bank = getattr(self, "anchor_bank", None)  # the 1-NN monitor's (evaluation/bank_nn.py), when it runs
         return {"schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
-                "outer": float(self.outer)}
+                "outer": float(self.outer), **({"anchor_bank": bank.cpu()} if bank is not None else {})}
 
     def load_extra_state(self, state: dict) -> None:
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
         self.outer = float(state["outer"])
+        if "anchor_bank" in state:
+            self.anchor_bank = state["anchor_bank"]

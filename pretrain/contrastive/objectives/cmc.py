@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from pretrain import distributed as D
 from pretrain.contrastive.objectives import OBJECTIVE_REGISTRY
@@ -59,6 +60,9 @@ class CMC(ContrastiveObjective):
             return build_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.SMALL_STEM, in_chans=stream_channels(stream),
                                   width=cfg.CMC.WIDTH)
         return LabTwoStream(trunk("l"), trunk("ab"))
+
+    def embed(self, x):  # the L stream's projection: the anchors of CMC's first loss
+        return F.normalize(self.encoder_l(split_streams(normalized_rgb_to_lab(x))["l"]).float(), dim=1)
 
     def forward(self, view, _unused=None, index=None):
         views = split_streams(normalized_rgb_to_lab(view))

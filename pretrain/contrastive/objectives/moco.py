@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 
 from pretrain import distributed as D
 from pretrain.common import UserError, resolve_device
@@ -99,6 +100,9 @@ class MoCo(ContrastiveObjective):
         unperm = torch.empty_like(perm)
         unperm[perm] = torch.arange(len(perm), device=perm.device)
         return k_all[unperm[r * n:(r + 1) * n]]
+
+    def embed(self, x):
+        return F.normalize(self.encoder_q(x).float(), dim=1)
 
     def forward(self, im_q, im_k, index=None):
         q = self._encode(self.encoder_q, im_q)
