@@ -8,8 +8,9 @@
     ring-meta-dataset --weights resnet50.pth --records data/meta_dataset --sources animal_mnist  # any backbone
 
 Protocols: ``variable`` (the benchmark's variable-way variable-shot episodes), ``5w1s`` and ``5w5s`` (5
-classes, 1 or 5 shots, 15 queries), and ``linear`` (each class's images split in half with a fixed seed,
-one linear classifier per source on the frozen features: how the paper's group read out domains).
+classes, 1 or 5 shots, 15 queries; classes smaller than that are left out, and counted), and
+``linear_halves`` (ours, not a published protocol: each class's images split in half with a fixed seed, one
+linear layer per source on standardised frozen features, SGD lr 0.1 with a cosine schedule, 100 epochs).
 Each source's images are encoded once and cached (``--cache-dir``).  Reported per source: the mean
 accuracy (%) and the half-width of its 95% confidence interval (over episodes, or binomial for linear).
 """
@@ -67,8 +68,12 @@ def run_episodes(feats: dict[int, torch.Tensor], sampler: EpisodeSampler, n: int
     return accs
 
 
+LINEAR_HALVES = "linear_halves"
+
+
 def linear_readout(feats: dict[int, torch.Tensor], seed: int = 0, epochs: int = 100) -> tuple[float, float]:
-    """Half of each class's images (fixed seed) train one linear layer, the other half test it."""
+    """``linear_halves``: half of each class's images (fixed seed) train one linear layer on standardised
+    features, the other half test it (ours: not the readout of any paper)."""
     from pretrain.engine.lr_schedules import build_lr_lambda
     from pretrain.evaluation.linear import train_linear_on_features
 
@@ -104,15 +109,20 @@ def evaluate(args) -> tuple[pd.DataFrame, dict]:
         feats = source_features(source, args.split, model, size, device, cache, progress=not args.quiet)
         t_feat = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if args.protocol == "linear":
+        dropped = 0
+        if args.protocol == LINEAR_HALVES:
             mean, ci = linear_readout(feats, args.seed)
             n = 1
         else:
             sampler = EpisodeSampler(source.spec, args.split, args.protocol, args.seed)
+            dropped = sampler.dropped
+            if dropped and not args.quiet:
+                print(f"[ring-meta-dataset] {name}: {dropped} of {len(source.spec.classes(args.split))} classes have "
+                      f"fewer images than {args.protocol} needs per class; left out of its episodes")
             accs = run_episodes(feats, sampler, args.episodes, args.classifier, progress=not args.quiet)
             (mean, ci), n = mean_ci95(accs), len(accs)
         rows.append({"source": name, "accuracy": mean, "ci95": ci, "episodes": n,
-                     "classes": len(source.spec.classes(args.split)), "encode_s": t_feat,
+                     "classes": len(source.spec.classes(args.split)), "classes_dropped": dropped, "encode_s": t_feat,
                      "episodes_per_s": n / max(time.perf_counter() - t0, 1e-9)})
     return pd.DataFrame(rows), {**desc, "image_size": size}
 
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--episodes", type=int, default=600)
-    p.add_argument("--protocol", default="variable", choices=[*PROTOCOLS, "linear"])
+    p.add_argument("--protocol", default="variable", choices=[*PROTOCOLS, LINEAR_HALVES])
     p.add_argument("--classifier", default="ncc-cosine", choices=CLASSIFIER_REGISTRY.names())
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's DATA.IMAGE_SIZE")
     p.add_argument("--seed", type=int, default=0)
@@ -149,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("give either a checkpoint (a ring-pretrain run directory or --weights FILE) or --backbone "
                         f"NAME, not {'both' if args.checkpoint else 'neither'}.")
     df, desc = evaluate(args)
-    what = f"{args.protocol}" + ("" if args.protocol == "linear" else f", {args.classifier}, {args.episodes} episodes")
-    table = df[["source", "classes", "accuracy", "ci95"]].to_markdown(index=False, floatfmt=".2f")
+    what = f"{args.protocol}" + ("" if args.protocol == LINEAR_HALVES else f", {args.classifier}, {args.episodes} episodes")
+    table = df[["source", "classes", "classes_dropped", "accuracy", "ci95"]].to_markdown(index=False, floatfmt=".2f")
     print(f"Meta-Dataset ({args.split} split, {what}); {row_name(desc)} {desc['backbone']} "
           f"at {desc['image_size']} px\n{table}")
     if args.output:

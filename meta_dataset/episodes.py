@@ -10,8 +10,9 @@ Variable-way variable-shot (``variable``):
 - support: beta ~ U[0, 1); S = min(500, sum_c floor(beta * min(100, remaining_c) + 1)); log-weights
   u_c ~ U[ln 0.5, ln 2); p_c proportional to size_c * exp(u_c); n_c = min(floor(p_c * (S - ways)) + 1,
   remaining_c), with remaining_c = size_c - query.
-Fixed (``5w1s``, ``5w5s``): 5 classes uniformly over the split (hierarchies off), 1 or 5 support and 15
-query images per class (a class too small is an error).
+Fixed (``5w1s``, ``5w5s``): 5 classes uniformly over the split's classes that hold at least shots +
+queries images (the official sampler's ``min_examples_in_class``; the others are left out of every episode
+and counted in ``EpisodeSampler.dropped``), hierarchies off, 1 or 5 support and 15 query images per class.
 
 Within each class the images are shuffled before support and query are taken (disjoint, support +
 query <= class size): traffic_sign's images come in 30-frame sequences of one sign.
@@ -82,6 +83,13 @@ def _variable_shots(sizes: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     return shots, query
 
 
+def eligible_classes(spec: SourceSpec, split: str, min_examples: int) -> tuple[np.ndarray, int]:
+    """(the split's classes with at least ``min_examples`` images, how many it has fewer)."""
+    classes = np.asarray(spec.classes(split))
+    keep = np.asarray([spec.images_per_class[c] >= min_examples for c in classes], dtype=bool)
+    return classes[keep], int((~keep).sum())
+
+
 class EpisodeSampler:
     def __init__(self, spec: SourceSpec, split: str, protocol: str = "variable", seed: int = 0):
         if protocol not in PROTOCOLS:
@@ -89,6 +97,14 @@ class EpisodeSampler:
         self.spec, self.split, self.protocol, self.seed = spec, split, protocol, seed
         if not spec.classes(split):
             raise EpisodeError(f"{spec.name} has no classes in split '{split}' (e.g. traffic_sign is test-only).")
+        self.pool, self.dropped = None, 0
+        if protocol in FIXED:
+            ways, shot, query = FIXED[protocol]
+            self.pool, self.dropped = eligible_classes(spec, split, shot + query)
+            if len(self.pool) < ways:
+                raise EpisodeError(f"{spec.name}/{split} has {len(self.pool)} classes with at least {shot + query} "
+                                   f"images ({self.dropped} smaller left out), fewer than the {ways} ways {protocol} "
+                                   "needs; use --protocol variable for this source.")
 
     def episode(self, i: int) -> Episode:
         """Episode i depends only on (seed, i): any subset can be drawn, in any order, on any machine."""
@@ -100,15 +116,8 @@ class EpisodeSampler:
             shots, query = _variable_shots(sizes, rng)
         else:
             ways, shot, query = FIXED[self.protocol]
-            pool = np.asarray(spec.classes(self.split))
-            if len(pool) < ways:
-                raise EpisodeError(f"{spec.name}/{self.split} has {len(pool)} classes, fewer than {ways}.")
-            classes = rng.choice(pool, size=ways, replace=False)
+            classes = rng.choice(self.pool, size=ways, replace=False)
             sizes = np.asarray([spec.images_per_class[c] for c in classes])
-            small = [int(c) for c, n in zip(classes, sizes) if n < shot + query]
-            if small:
-                raise EpisodeError(f"{spec.name}: class {small[0]} has fewer than {shot + query} images, too few for "
-                                   f"{self.protocol} ({shot} support + {query} query).")
             shots = np.full(ways, shot)
         support, query_rows, s_lab, q_lab = [], [], [], []
         for j, (c, n, k) in enumerate(zip(classes, sizes, shots)):

@@ -96,10 +96,46 @@ def test_episode_errors():
         s = EpisodeSampler(spec, "test", seed=0)
         for i in range(200):
             s.episode(i)
-    with pytest.raises(EpisodeError, match="fewer than 16 images"):
-        s = EpisodeSampler(spec, "test", "5w1s", seed=0)
-        for i in range(200):
-            s.episode(i)
+    # fixed shots: a class below shots + queries is left out (counted), never an aborted evaluation
+    small = EpisodeSampler(spec, "test", "5w1s", seed=0)
+    assert small.dropped >= 1 and spec.classes("test")[0] not in small.pool
+    for name in list(spec.images_per_class)[:-4]:
+        spec.images_per_class[name] = 3
+    with pytest.raises(EpisodeError, match=r"has 4 classes with at least 16 images \(\d+ smaller left out\), fewer "
+                                           r"than the 5 ways 5w1s needs"):
+        EpisodeSampler(spec, "test", "5w1s", seed=0)
+
+
+@pytest.mark.parametrize("protocol", ["5w1s", "5w5s"])
+def test_fixed_shots_on_fungi_leave_small_classes_out_as_the_official_sampler(protocol):
+    """Fungi's test split has classes of a few images: 123 of 200 5w1s episodes used to abort the whole run."""
+    spec = official_spec("fungi")
+    need = 16 if protocol == "5w1s" else 20
+    small = {c for c in spec.classes("test") if spec.images_per_class[c] < need}
+    sampler = EpisodeSampler(spec, "test", protocol, seed=0)
+    assert sampler.dropped == len(small) > 0
+    for i in range(200):
+        ep = sampler.episode(i)
+        _check_episode(spec, "test", ep, protocol)
+        assert not set(ep.classes.tolist()) & small
+
+
+def test_images_are_decoded_as_meta_dataset_does_whole_and_square():
+    """A 40 x 20 image with a bright column at its left edge: resized whole to 84 x 84 (no centre crop, which
+    would cut the column off), bilinear."""
+    from PIL import Image
+
+    from meta_dataset.features import decoder_transform
+    from pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    a = np.zeros((20, 40, 3), dtype=np.uint8)
+    a[:, :4] = 255
+    x = decoder_transform(84)(Image.fromarray(a))
+    assert x.shape == (3, 84, 84)
+    pixels = x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    assert pixels[:, :, :6].min() > 0.95 and pixels[:, :, 12:].max() < 0.05  # the column, scaled by 84/40
+    ref = torch.from_numpy(np.asarray(Image.fromarray(a).resize((84, 84), Image.BILINEAR))).permute(2, 0, 1) / 255
+    assert (pixels - ref).abs().max() < 0.02
 
 
 def test_tfrecord_framing_round_trip_and_index(tmp_path):
@@ -214,9 +250,9 @@ def test_cli_end_to_end_with_cached_features(tmp_path, capsys):
     s = json.loads((out / "summary.json").read_text())
     assert s["stage"] == "meta_dataset" and 0 <= s["metrics"]["toy/accuracy"] <= 100
     assert math.isfinite(s["metrics"]["toy/ci95"]) and s["sources"][0]["classes"] == 5
-    cached = list((tmp_path / "records" / ".feature_cache").glob("toy-test-*-16px.pt"))
+    cached = list((tmp_path / "records" / ".feature_cache").glob("toy-test-*-16px-resize.pt"))
     assert len(cached) == 1
-    assert md_main(args[:-2] + ["--protocol", "linear"]) == 0
+    assert md_main(args[:-2] + ["--protocol", "linear_halves"]) == 0
     assert "| toy" in capsys.readouterr().out
     assert md_main(["--backbone", "resnet18", "--records", str(tmp_path), "--sources", "nope", "--quiet"]) == 2
     assert md_main(["--records", str(tmp_path), "--sources", "toy"]) == 2  # neither a checkpoint nor --backbone

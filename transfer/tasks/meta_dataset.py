@@ -60,7 +60,7 @@ class MetaDataset(TransferTask):
     def rows(self, s):
         if s["stage"] != "meta_dataset":
             return []
-        how = s.get("protocol", "") + ("" if s.get("protocol") == "linear" else ", " + s.get("classifier", ""))
+        how = s.get("protocol", "") + ("" if s.get("protocol") in ("linear", "linear_halves") else ", " + s.get("classifier", ""))
         return [Row("meta_dataset", f"{src['source']} ({how})", src["accuracy"], src["ci95"])
                 for src in s.get("sources", [])]
 
