@@ -252,6 +252,13 @@ def test_cli_end_to_end_with_cached_features(tmp_path, capsys):
     assert math.isfinite(s["metrics"]["toy/ci95"]) and s["sources"][0]["classes"] == 5
     cached = list((tmp_path / "records" / ".feature_cache").glob("toy-test-*-16px-resize.pt"))
     assert len(cached) == 1
+    # the reported mean and CI are those of the episodes drawn by seed 0 on the cached features
+    from meta_dataset.cli import run_episodes
+
+    source = Source(tmp_path / "records", "toy", tmp_path / "records" / ".feature_cache")
+    accs = run_episodes(torch.load(cached[0], weights_only=True), EpisodeSampler(source.spec, "test", "variable", 0),
+                        20, "ncc-cosine")
+    assert (s["metrics"]["toy/accuracy"], s["metrics"]["toy/ci95"]) == pytest.approx(mean_ci95(accs))
     assert md_main(args[:-2] + ["--protocol", "linear_halves"]) == 0
     assert "| toy" in capsys.readouterr().out
     assert md_main(["--backbone", "resnet18", "--records", str(tmp_path), "--sources", "nope", "--quiet"]) == 2

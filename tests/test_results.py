@@ -143,9 +143,19 @@ def test_meta_dataset_cells_add_the_seed_ci_to_the_episode_ci(tmp_path):
 def test_same_tables_every_time_in_every_format(runs, tmp_path, capsys):
     a = render(make_tables([runs]), "md")
     assert a == render(make_tables([runs]), "md")
+    tables = make_tables([runs])
     for fmt in ("csv", "tex", "html"):
-        text = render(make_tables([runs]), fmt)
+        text = render(tables, fmt)
         assert "moco-ring" in text and "Holm" in text
+    # the csv holds the md's cells, value for value
+    import io
+
+    import pandas as pd
+
+    lin = tables["linear"].cells
+    block = render({"linear": tables["linear"]}, "csv").split("\n", 1)[1].split("\n# ")[0]
+    csv = pd.read_csv(io.StringIO(block), index_col=0, dtype=str, keep_default_na=False)
+    assert csv.shape == lin.shape and (csv.values == lin.fillna("").astype(str).values).all()
     out = tmp_path / "t.md"
     assert results_main([str(runs), "-o", str(out)]) == 0
     assert out.read_text() == a and (tmp_path / "t.png").stat().st_size > 1000

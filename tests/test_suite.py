@@ -53,6 +53,10 @@ def test_suite_runs_then_resumes_by_skipping(tmp_path, capsys, monkeypatch):
     tables = (out / "results" / "tables.md").read_text()
     for section in tables.split("## ")[1:]:
         assert "| random init" in section, section[:60]
+    # a number, not only a label: the moco-ring row's linear-probe cell is its lincls summary's top-1 (n=1)
+    top1 = json.loads((out / "pretrain/default/moco_ring_s0/lincls/summary.json").read_text())["metrics"]["top1"]
+    ring_row = next(line for line in tables.splitlines() if line.startswith("| moco-ring "))
+    assert f"{top1:.2f}" in ring_row
     # a second run reuses everything
     assert suite_main([str(path), "-o", str(out), "--no-progress"]) == 0
     again = capsys.readouterr().out
