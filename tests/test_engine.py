@@ -155,6 +155,7 @@ def test_memory_format_follows_config_on_cpu(tmp_path, tiny_opts, channels_last)
     assert x.is_contiguous(memory_format=fmt) and (channels_last != x.is_contiguous())
 
 
+@pytest.mark.slow  # the default metric (bank_1nn) runs by default, below
 def test_adaptive_acc_schedule_follows_the_knn_monitor_when_asked(tmp_path, tiny_opts, capsys):
     run = tmp_path / "run"
     opts = opts_with(tiny_opts, **{"OBJECTIVE.ESTIMATOR": "ring", "RING.SCHEDULE": "adaptive_acc", "SOLVER.EPOCHS": 3,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pretrain.common import UserError
 from pretrain.config import load_config
 from pretrain.contrastive import Candidates
-from pretrain.contrastive.estimators import Negatives, build_estimator, contrastive_loss, infonce
+from pretrain.contrastive.estimators import Negatives, build_estimator, contrastive_loss
 from pretrain.contrastive.estimators.dcl import debiased_loss
 from pretrain.contrastive.estimators.mochi import draw_mochi, mochi_logits
 

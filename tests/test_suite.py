@@ -64,6 +64,7 @@ def test_suite_runs_then_resumes_by_skipping(tmp_path, capsys, monkeypatch):
     assert f"{n} stages, {n} already complete" in again and "done:" not in again
 
 
+@pytest.mark.slow  # by default: the half-done pretraining stage below, and the full suite's rerun above
 def test_interrupted_suite_resumes_where_it_stopped(tmp_path, capsys):
     path, out = _tiny_suite(tmp_path, detection__enabled=False, meta_dataset__enabled=False), tmp_path / "out"
     stages = plan(load_suite(path)[0], out)
