@@ -52,6 +52,11 @@ def test_export_names_follow_detectron2():
 def test_exported_weights_load_completely(tmp_path, depth, config):
     torch.manual_seed(depth)
     net = getattr(torchvision.models, f"resnet{depth}")()
+    with torch.no_grad():  # every BN tensor distinct: untrained ones are all 0 or 1, where a swap would not show
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t in (m.weight, m.bias, m.running_mean, m.running_var):
+                    t.copy_(torch.rand_like(t) + 0.5)
     src = {k: v for k, v in net.state_dict().items()}
     torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in src.items()}}, tmp_path / "ck.pth")
     export(tmp_path / "ck.pth", tmp_path / "w.pkl")
@@ -71,6 +76,17 @@ def test_exported_weights_load_completely(tmp_path, depth, config):
         assert not any("res5" in k for k in incompatible.unexpected_keys)
     else:
         assert torch.equal(sd[prefix + "res5.1.conv2.weight"], src["layer4.1.conv2.weight"])
+    # every backbone tensor, by Detectron2's naming written out here (bnK -> convK.norm, downsample -> shortcut)
+    for k, v in src.items():
+        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
+            continue
+        stage, rest = (k.split(".", 1) if k.startswith("layer") else ("stem", k))
+        rest = rest.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+        for j in (1, 2, 3):
+            rest = rest.replace(f"bn{j}.", f"conv{j}.norm.")
+        res = "stem" if stage == "stem" else f"res{int(stage[-1]) + 1}"
+        name = ("roi_heads.res5." if res == "res5" and "C4" in config else prefix + res + ".") + rest
+        assert torch.equal(sd[name], v), (k, name)
 
 
 def test_export_of_a_pretraining_run_and_cmc_two_streams(tmp_path, tiny_opts):
