@@ -7,6 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+pytest_plugins = ["tests.slurm_cluster"]  # the slurm_cluster fixture (a real one-node Slurm)
 
 # A configuration small enough for unit tests: 16-px synthetic images, batch 8, queue 32.
 TINY = ["DATA.NAME", "synthetic", "DATA.SYNTHETIC_SIZE", "64", "DATA.IMAGE_SIZE", "16", "DATA.NUM_WORKERS", "0",

@@ -3,7 +3,7 @@
 
     ring-suite                                  # the embedded default: a small complete suite on CPU
     ring-suite transfer/suites/paper_cifar.yaml -o runs/paper_cifar
-    ring-suite paper_imagenet -o /shared/runs/in --slurm partition=gpu,gpus_per_node=8,timeout_min=4320
+    ring-suite paper_imagenet -o /shared/runs/in --launcher slurm --partition gpu --gpus-per-node 8 --time 3-00:00:00
 
 Every stage writes a run directory and is skipped when its result (summary.json, or the exported .pkl)
 already exists, so an interrupted suite resumes where it stopped: a half-finished pretraining run
@@ -25,6 +25,7 @@ Layout of OUT:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import subprocess
@@ -186,8 +187,11 @@ def input_streams(objective: str) -> str:
 
 
 def evaluations(suite: dict, ctx: EvalContext) -> list[Stage]:
-    """Every enabled task's stages for one backbone (a pretraining run, or its random-init twin)."""
-    return [st for t in enabled_tasks(suite) for st in t.stages(suite[t.name], ctx)]
+    """Every enabled task's stages for one backbone (a pretraining run, or its random-init twin); each comes
+    after the run it reads (its summary: the run is complete)."""
+    after = (ctx.run / "summary.json",) if ctx.run is not None else ()
+    return [dataclasses.replace(st, after=st.after + after) for t in enabled_tasks(suite)
+            for st in t.stages(suite[t.name], ctx)]
 
 
 def run_opts(suite: dict, ds: str, seed: int) -> list:
@@ -207,11 +211,11 @@ def pretrain_stage(suite: dict, out: Path, ds: str, obj: str, est: str, seed: in
     opts = ["OBJECTIVE.NAME", obj, "OBJECTIVE.ESTIMATOR", est, *run_opts(suite, ds, seed)]
     launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(P["nproc_per_node"])]
                 if P["nproc_per_node"] > 1 else [])
-    cmd = [sys.executable, *launcher, "-m", "pretrain.cli", "-c", cfg, "-o", str(run), "--auto-resume",
-           *map(str, opts)]
+    args = ["-m", "pretrain.cli", "-c", cfg, "-o", str(run), "--auto-resume", *map(str, opts)]
     tag = f"{ds + ' ' if ds else ''}{obj}-{est} seed {seed}"
-    return Stage(f"pretrain {tag}", cmd, run / "summary.json", run / "pretrain.log", kind="pretrain",
-                 key=f"{cfg} {est}" if est in P.get("extra_estimators", []) else cfg), run, cfg, tag
+    return Stage(f"pretrain {tag}", [sys.executable, *launcher, *args], run / "summary.json", run / "pretrain.log",
+                 kind="pretrain", key=f"{cfg} {est}" if est in P.get("extra_estimators", []) else cfg,
+                 tasks=P["nproc_per_node"], task_cmd=[sys.executable, *args]), run, cfg, tag
 
 
 def external_evaluations(suite: dict, out: Path, ds: str) -> list[Stage]:
@@ -294,32 +298,53 @@ def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str
             secs = run_stage(stage)
             tqdm.write(f"[ring-suite] done: {stage.name} ({secs:.0f} s)")
             bar.update(1)
-    from pretrain.io import atomic_write_text
-    from transfer.results import make_tables, plot_deltas, render
-
-    tables = make_tables([out / d for d in ("pretrain", "baselines", "backbones") if (out / d).exists()])
-    text = render(tables, "md")
-    atomic_write_text(out / "results" / "tables.md", text)
-    plotted = plot_deltas(tables, out / "results" / "deltas.png")
+    text, plotted = write_tables(out)
     print(text)
     print(f"[ring-suite] finished in {time.perf_counter() - t0:.0f} s; tables: {out / 'results' / 'tables.md'}"
           + (f", plot: {out / 'results' / 'deltas.png'}" if plotted else ""))
     return text
 
 
-def submit_slurm(suite_path: str, out: Path, spec: str) -> int:
-    """Submit this suite as one Slurm job with submitit (pip install 'ringnce[slurm]')."""
-    try:
-        import submitit
-    except ImportError:
-        raise SuiteError("--slurm needs submitit: pip install 'ringnce[slurm]'.") from None
-    params = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
-    params = {k: int(v) if v.isdigit() else v for k, v in params.items()}
-    ex = submitit.AutoExecutor(folder=str(out / "slurm"))
-    ex.update_parameters(name="ring-suite", **{f"slurm_{k}" if k in ("partition", "account", "qos") else k: v
-                                              for k, v in params.items()})
-    job = ex.submit(main, [suite_path, "-o", str(out), "--no-progress"])
-    print(f"[ring-suite] submitted Slurm job {job.job_id}; logs in {out / 'slurm'}")
+RESULT_FOLDERS = ("pretrain", "baselines", "backbones")
+
+
+def write_tables(out: Path) -> tuple[str, bool]:
+    """results/tables.md and results/deltas.png from every summary under ``out`` (whichever stages completed);
+    returns the markdown and whether a plot was drawn."""
+    from pretrain.io import atomic_write_text
+    from transfer.results import make_tables, plot_deltas, render
+
+    tables = make_tables([out / d for d in RESULT_FOLDERS if (out / d).exists()])
+    text = render(tables, "md")
+    atomic_write_text(out / "results" / "tables.md", text)
+    return text, plot_deltas(tables, out / "results" / "deltas.png")
+
+
+def launch_slurm(stages: list[Stage], out: Path, args) -> int:
+    """--launcher slurm: every stage not complete nor queued becomes a Slurm job (transfer/slurm.py)."""
+    from transfer import slurm
+
+    opts = slurm.slurm_options(args)  # every flag checked before anything is submitted
+    out.mkdir(parents=True, exist_ok=True)
+    tables = Stage("tables", [sys.executable, "-m", "transfer.suite", "-o", str(out), "--tables"],
+                   out / "results" / "tables.md", out / "logs" / "tables.log", kind="tables")
+    submitted = slurm.submit(stages, out, opts, tables)
+    print(f"[ring-suite] {len(stages)} stages, {sum(s.done.exists() for s in stages)} complete, {len(submitted)} "
+          f"queued or running; ring-suite ... --status shows them")
+    return 0
+
+
+def print_status(stages: list[Stage], out: Path) -> int:
+    from transfer import slurm
+
+    rows = slurm.status(stages, out)
+    width = max(len(r[0]) for r in rows) if rows else 0
+    for name, state, detail in rows:
+        print(f"{name:<{width}}  {state:<13}  {detail}")
+    counts = {}
+    for _, state, _ in rows:
+        counts[state] = counts.get(state, 0) + 1
+    print(f"[ring-suite] {len(rows)} stages: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     return 0
 
 
@@ -330,13 +355,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the stages and whether each is complete")
     p.add_argument("--smoke", action="store_true", help="every distinct stage once, at toy size on tiny files in "
                                                         "each dataset's real format, through the same launchers")
-    p.add_argument("--slurm", default=None, help="submit to Slurm with submitit: partition=..,gpus_per_node=..")
+    p.add_argument("--launcher", default="local", choices=["local", "slurm"],
+                   help="local: one stage after another in this process (default); slurm: every stage a Slurm job, "
+                        "with dependencies (submitit)")
+    p.add_argument("--status", action="store_true", help="every stage's state: done, queued/running (job id), "
+                                                          "failed (log), not submitted")
+    p.add_argument("--tables", action="store_true", help="only write the tables (results/tables.md, deltas.png) "
+                                                          "from the stages complete under -o; run nothing")
     p.add_argument("--no-progress", action="store_true")
+    from transfer.slurm import add_slurm_arguments
+
+    add_slurm_arguments(p)
     args = p.parse_args(argv)
+    if args.tables:  # what the Slurm launcher's last job runs; needs no suite, only its output directory
+        if not args.output or not Path(args.output).is_dir():
+            raise SuiteError(f"--tables reads a suite's output: give -o with an existing directory "
+                             f"(got {args.output!r}).")
+        text, _ = write_tables(Path(args.output))
+        print(text)
+        return 0
     suite, path = load_suite(args.suite)
     out = Path(args.output or f"runs/{Path(path).stem}{'_smoke' if args.smoke else ''}")
-    if args.slurm:
-        return submit_slurm(path, out, args.slurm)
     select = None
     if args.smoke:
         from transfer.smoke import distinct, make_smoke
@@ -348,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         for s in select(stages) if select else stages:
             print(f"[{'x' if s.done.exists() else ' '}] {s.name}: {' '.join(s.cmd[1:])}")
         return 0
+    if args.status or args.launcher == "slurm":
+        drop_unavailable(suite)
+        stages = plan(suite, out)
+        stages = select(stages) if select else stages
+        return print_status(stages, out) if args.status else launch_slurm(stages, out, args)
     run_suite(suite, out, progress=not args.no_progress, select=select)
     return 0
 

@@ -38,6 +38,14 @@ class Stage:
     kind: str = ""  # pretrain, or the task's kind (lincls, baseline, export, detection, ...)
     key: str = ""  # what makes the stage distinct within its kind (a config, a task, a run)
     needs: tuple = ()  # files other stages make that this one reads (--smoke keeps their makers)
+    after: tuple = ()  # files other stages make that must exist before this one starts (a job graph's edges)
+    # processes the stage runs as: ``task_cmd`` once per process (torch.distributed from the launcher's
+    # environment) where a launcher starts them itself (Slurm: srun tasks); ``cmd`` starts them locally
+    tasks: int = 1
+    task_cmd: list = field(default_factory=list)
+    # a stage that starts its own processes on each node (Detectron2's launch) and can span nodes: the
+    # arguments added per node, with {nodes}, {node_rank}, {master_addr}, {master_port} filled in
+    node_args: tuple = ()
 
 
 @dataclass

@@ -57,7 +57,9 @@ class Detection(TransferTask):
             stages.append(Stage(f"{t['name']} {ctx.tag}", cmd, det / "summary.json", det.with_suffix(".log"),
                                 {"RINGNCE_SCENES": str(ctx.out / "scenes"), **section.get("env", {})},
                                 kind=ctx.kind("detection"),
-                                key=t["config"] + (" baseline" if ctx.random_init else ""), needs=(pkl,)))
+                                key=t["config"] + (" baseline" if ctx.random_init else ""), needs=(pkl,),
+                                node_args=("--num-machines", "{nodes}", "--machine-rank", "{node_rank}",
+                                           "--dist-url", "tcp://{master_addr}:{master_port}")))
         return stages
 
     def smoke(self, section, data):

@@ -42,8 +42,10 @@ class MetaDataset(TransferTask):
                  *section["sources"], "--episodes", section["episodes"], "--protocol", section["protocol"],
                  "--classifier", section["classifier"], "--seed", ctx.seed, "-o", md, "--quiet",
                  *(["--image-size", section["image_size"]] if section["image_size"] else []), *ctx.opts)
+        records = self.records(section, ctx.out)
         return [Stage(f"meta-dataset {ctx.tag}", cmd, md / "summary.json", ctx.dest / "meta_dataset.log",
-                      kind=ctx.kind("meta_dataset"), key="meta_dataset" + (" baseline" if ctx.random_init else ""))]
+                      kind=ctx.kind("meta_dataset"), key="meta_dataset" + (" baseline" if ctx.random_init else ""),
+                      after=tuple(records / src / "dataset_spec.json" for src in section["convert"]))]
 
     def smoke(self, section, data):
         if not section["sources"]:
