@@ -15,8 +15,8 @@ import pytest
 CONF = """ClusterName=ringtest
 SlurmctldHost={host}
 SlurmUser=root
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/spool
 SlurmctldPidFile={d}/slurmctld.pid
@@ -63,6 +63,13 @@ def _start_munge() -> None:
         subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
 
 
+def _free_port() -> int:
+    """A port nothing listens on now (a second cluster, or another service, may hold Slurm's usual ones)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def start(d: Path) -> Path:
     """munged, slurmctld and slurmd of a one-node cluster whose files live in ``d``; returns its slurm.conf
     (point SLURM_CONF at it) once the node is idle."""
@@ -71,7 +78,8 @@ def start(d: Path) -> Path:
         (d / sub).mkdir(parents=True, exist_ok=True)
     host = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
-    conf.write_text(CONF.format(host=host, d=d, cpus=os.cpu_count(), mem=4000))
+    conf.write_text(CONF.format(host=host, d=d, cpus=os.cpu_count(), mem=4000, ctld_port=_free_port(),
+                                d_port=_free_port()))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     subprocess.run(["slurmctld", "-f", str(conf)], check=True, env=env)
     subprocess.run(["slurmd", "-f", str(conf)], check=True, env=env)
