@@ -360,3 +360,27 @@ def test_global_rng_states_round_trip_through_a_checkpoint(tmp_path, tiny_opts):
                       resume=True)
     assert draws() == expected
     trainer.train()
+
+
+def test_the_log_says_how_long_each_step_waited_for_the_loader(tmp_path, tiny_opts):
+    """data_wait_s is the loader's share of step_s: a dataset that takes 30 ms per image (no workers, batch 8)
+    makes every step wait at least 8 x 30 ms; the step's own work is the rest."""
+    from pretrain.config import load_config
+    from pretrain.data import DATASET_REGISTRY, SyntheticShapes
+    from pretrain.engine.trainer import Trainer
+
+    class Slow(SyntheticShapes):
+        def __getitem__(self, i):
+            time.sleep(0.03)
+            return super().__getitem__(i)
+
+    if "slow_shapes_for_test" not in DATASET_REGISTRY:
+        DATASET_REGISTRY.register(name="slow_shapes_for_test")(lambda data_cfg, split: Slow(split, 64, 16))
+    cfg = load_config(None, opts_with(tiny_opts, **{"DATA.NAME": "slow_shapes_for_test", "SOLVER.MAX_ITERS": 4,
+                                                    "KNN.ENABLED": False, "LOG.PERIOD": 2}))
+    Trainer(cfg, tmp_path / "run").train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert 8 * 0.03 <= r["data_wait_s"] < r["step_s"] < 8 * 0.03 + 5.0
+        assert abs(r["img_per_s"] - 8 / r["step_s"]) < 1e-6 * r["img_per_s"] + 1e-3

@@ -62,20 +62,23 @@ class MetricsWriter(Hook):
                         desc=f"pretrain {cfg.OBJECTIVE.NAME}-{cfg.OBJECTIVE.ESTIMATOR}",
                         disable=not (self.main and cfg.LOG.PROGRESS))
         self.t_start = self.t_window = time.perf_counter()
-        self.n_window = 0
+        self.n_window, self.steps_window, self.wait_window = 0, 0, 0.0
 
     def after_step(self, trainer, stats):
         n = trainer.batch_images
         self.n_window, self.images = self.n_window + n, self.images + n
+        self.steps_window, self.wait_window = self.steps_window + 1, self.wait_window + trainer.data_wait
         log_now = trainer.iter % self.period == 0 or trainer.iter == trainer.total_iters
         if log_now or trainer.loss_was_read():  # the summary's mean loss: every loss read, none extra
             self.loss_sum, self.loss_n = self.loss_sum + trainer.loss_value(), self.loss_n + 1
         if log_now:
             now = time.perf_counter()
             ips = self.n_window / max(now - self.t_window, 1e-9)
-            self.t_window, self.n_window = now, 0
+            # data_wait_s: per step, the time spent waiting for the loader (the rest of step_s is the step)
+            step_s, wait_s = (now - self.t_window) / self.steps_window, self.wait_window / self.steps_window
+            self.t_window, self.n_window, self.steps_window, self.wait_window = now, 0, 0, 0.0
             rec = dict(iter=trainer.iter, epoch=trainer.progress_epochs(), loss=trainer.loss_value(),
-                       lr=trainer.optimizer.param_groups[0]["lr"], img_per_s=ips,
+                       lr=trainer.optimizer.param_groups[0]["lr"], img_per_s=ips, step_s=step_s, data_wait_s=wait_s,
                        **{k: plain(v) for k, v in stats.items()})
             trainer.log.write(**rec)
             warn = trainer.objective.estimator.warn

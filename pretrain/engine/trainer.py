@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -73,6 +74,7 @@ class Trainer:
         s = cfg.SOLVER
         self.amp = (dev.type == "cuda" and s.AMP) or (dev.type == "cpu" and s.AMP_CPU)
         self.epoch, self.batch_in_epoch, self.iter, self.batch_images = 0, 0, 0, 0
+        self.data_wait = 0.0  # seconds the last step waited for the loader
         self.last_knn: float | None = None
         if resume:
             self._resume()
@@ -287,12 +289,15 @@ class Trainer:
         for h in self.hooks:
             h.before_train(self)
         while self.iter < self.total_iters and self.epoch < self.cfg.SOLVER.EPOCHS:
-            for v1, v2, index, _ in self._loader():
+            batches, t_wait = iter(self._loader()), time.perf_counter()
+            for v1, v2, index, _ in batches:
+                self.data_wait = time.perf_counter() - t_wait  # the step waited this long for its batch
                 stats = self.step(v1, v2, index)
                 for h in self.hooks:
                     h.after_step(self, stats)
                 if self.iter >= self.total_iters or self.epoch_complete():
                     break
+                t_wait = time.perf_counter()
             if self.epoch_complete():
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 for h in self.hooks:
