@@ -2,18 +2,23 @@
 
 Both sides train the same ResNet-18 (32-px small-image stem, 512-512-128 head) on the same in-memory
 32x32 images, with MoCo-v2 augmentation, a 4096-key queue, and 2 data-loader workers; each measurement
-runs in its own process (peak memory = that process's max RSS plus its workers').  Reported:
-- end to end: data loading + two-view augmentation + MoCo step, images/s after warm-up;
-- model step only: the same step on a fixed, pre-made batch (no data loading).
+runs in its own process.  Reported, per batch size:
+- end to end: data loading + two-view augmentation + MoCo step, images/s over the timed steps after warm-up,
+  and the breakdown of a step: the time it waited for the loader and the rest (the step itself);
+- model step only: the same step on a fixed, pre-made batch (no data loading);
+- augmentation: two views of a batch's images on one core, in the measuring process (what the workers do);
+- peak memory: the largest total proportional set size (PSS, /proc/<pid>/smaps_rollup) of the process and
+  its loader workers, sampled every 50 ms.  PSS splits pages the workers share with the main process
+  instead of counting them in each (a forked worker's RSS includes the parent's pages it maps; the
+  earlier figure, max RSS of the process plus the largest child's, counted them twice, at different times).
 ringnce runs twice: as configured by default (MoCo's shuffle-BN emulated on one process with MOCO.BN_SPLITS
-sub-batches, work lightly's recipe does not do: BatchNorm statistics per sub-batch in one pass, or on a CPU
-one pass per sub-batch from 32 images up, MOCO.BN_PASSES auto) and with MOCO.SHUFFLE_BN False
-(the same computation as lightly's).  Both use the engine's channels-last memory format.  Every
-measurement is repeated in interleaved rounds (the order of the three rotated each round), so that a
-slow spell of the machine does not land on one side only.
+sub-batches, work lightly's recipe does not do) and with MOCO.SHUFFLE_BN False (the same computation as
+lightly's).  Every measurement is repeated in interleaved rounds (the order rotated each round); a ratio is
+the median over rounds of the per-round ratios, printed with its spread (min-max, and as +-% of the median).
 
-    python benchmarks/pretrain_throughput.py                 # batch 64 and 256
-    python benchmarks/pretrain_throughput.py --batches 64 --iters 6 --rounds 3
+    python benchmarks/pretrain_throughput.py                 # batch 64 and 256, 3 rounds
+    python benchmarks/pretrain_throughput.py --batches 64 --rounds 5
+    python benchmarks/pretrain_throughput.py --warmup 2 --images 512 --model-step 64   # as docs/benchmarks.md
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,10 +55,47 @@ def _images() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([base] * reps), np.array(ds.targets * reps)
 
 
-def _peak_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + kids) / 1024.0
+class PeakMemory:
+    """The peak of the summed PSS of this process and its descendants (the loader workers), sampled by a
+    thread every ``period`` seconds; falls back to max RSS where /proc/*/smaps_rollup does not exist."""
+
+    def __init__(self, period: float = 0.05):
+        self.period, self.peak_mb, self._stop = period, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        pids = [pid]
+        try:
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                pids += PeakMemory._tree(int(child))
+        except OSError:
+            pass
+        return pids
+
+    @staticmethod
+    def _pss_mb(pid: int) -> float:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, sum(self._pss_mb(p) for p in self._tree(os.getpid())))
+            time.sleep(self.period)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self.thread.join()
+        if self.peak_mb == 0.0:  # no /proc: max RSS of this process and of its largest child
+            own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return (own + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0
+        return self.peak_mb
 
 
 def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: bool = True) -> dict:
@@ -84,11 +127,14 @@ def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: 
 
     from pretrain.engine.trainer import Trainer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(None, opts + ["SOLVER.MAX_ITERS", str(warmup + iters), "LOG.PERIOD", str(warmup)])
+    with tempfile.TemporaryDirectory() as tmp:  # a metrics line per step: the timed steps are exactly those after warm-up
+        cfg = load_config(None, opts + ["SOLVER.MAX_ITERS", str(warmup + iters), "LOG.PERIOD", "1"])
         Trainer(cfg, tmp).train()
-        rows = [json.loads(line) for line in open(Path(tmp) / "metrics.jsonl")]
-    return {"img_per_s": rows[-1]["img_per_s"], "peak_mb": _peak_mb()}
+        rows = [json.loads(line) for line in open(Path(tmp) / "metrics.jsonl")][warmup:]
+    steps = [r.get("step_s", batch / r["img_per_s"]) for r in rows]
+    waits = [r["data_wait_s"] for r in rows if "data_wait_s" in r]  # logged since 2026-12-05
+    return {"img_per_s": batch * len(steps) / sum(steps), "step_s": sum(steps) / len(steps),
+            "wait_s": sum(waits) / len(waits) if waits else None}
 
 
 def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
@@ -139,8 +185,10 @@ def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
 
     loader = DataLoader(Views(), batch_size=batch, shuffle=True, drop_last=True, num_workers=WORKERS,
                         prefetch_factor=4)
-    t0, n = None, 0
+    t0, n, wait, t_wait = None, 0, 0.0, time.perf_counter()
     for it, ((x_q, x_k), _) in enumerate(loader):
+        if it + 1 > warmup:
+            wait += time.perf_counter() - t_wait
         step(x_q, x_k)
         if it + 1 == warmup:
             t0 = time.perf_counter()
@@ -148,7 +196,9 @@ def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
             n += len(x_q)
         if it + 1 == warmup + iters:
             break
-    return {"img_per_s": n / (time.perf_counter() - t0), "peak_mb": _peak_mb()}
+        t_wait = time.perf_counter()
+    elapsed = time.perf_counter() - t0
+    return {"img_per_s": n / elapsed, "step_s": elapsed / iters, "wait_s": wait / iters}
 
 
 def _time_steps(step, batch, warmup, iters) -> dict:
@@ -157,50 +207,120 @@ def _time_steps(step, batch, warmup, iters) -> dict:
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
-    return {"img_per_s": batch * iters / (time.perf_counter() - t0), "peak_mb": _peak_mb()}
+    elapsed = time.perf_counter() - t0
+    return {"img_per_s": batch * iters / elapsed, "step_s": elapsed / iters}
+
+
+def augment_seconds(impl: str, batch: int, repeats: int = 3) -> float:
+    """Seconds to make two augmented views of ``batch`` images on one core, as a loader worker does (ringnce:
+    its seeded two-view dataset over the array dataset; lightly: MoCoV2Transform on PIL images)."""
+    images, labels = _images()
+    if impl == "lightly":
+        from lightly.transforms import MoCoV2Transform
+        from PIL import Image
+
+        transform = MoCoV2Transform(input_size=32, gaussian_blur=0.0)
+        item = lambda i: transform(Image.fromarray(images[i]))  # noqa: E731
+    else:
+        from pretrain.data import ArrayImageDataset
+        from pretrain.data.transforms import build_train_transform
+        from pretrain.data.views import TwoViewDataset
+
+        views = TwoViewDataset(ArrayImageDataset(images, labels), build_train_transform("mocov2", 32), seed=0)
+        item = views.__getitem__
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = float("inf")
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(batch):
+                item((r * batch + i) % len(images))
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def timed_iters(batch: int, images: int) -> int:
+    return max(3, images // batch)
+
+
+def _spread(values: list[float]) -> str:
+    med = float(np.median(values))
+    half = max(med - min(values), max(values) - med) / med * 100 if med else 0.0
+    return f"rounds {min(values):.2f}-{max(values):.2f}, +-{half:.0f} %"
+
+
+def _ms(x) -> str:
+    return "   n/a" if x is None else f"{1000 * x:6.0f}"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every measurement")
+    p.add_argument("--images", type=int, default=768,
+                   help="images timed per measurement (iterations: this / batch, at least 3)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every measurement")
+    p.add_argument("--model-step", type=int, nargs="*", default=None, metavar="BATCH",
+                   help="the batches whose model step alone is measured too (default: every batch)")
     p.add_argument("--one", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         impl, mode, batch = args.one
+        batch = int(batch)
+        if mode == "augment":
+            print(json.dumps({"aug_s": augment_seconds(impl, batch)}))
+            return 0
         fn = {"ringnce": run_ours, "ringnce-no-shuffle-bn": lambda *a: run_ours(*a, shuffle_bn=False),
               "lightly": run_lightly}[impl]
-        print(json.dumps(fn(int(batch), args.warmup, args.iters, mode == "model_step")))
+        memory = PeakMemory()
+        res = fn(batch, args.warmup, timed_iters(batch, args.images), mode == "model_step")
+        print(json.dumps({**res, "peak_mb": memory.stop()}))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; ResNet-18 small "
-          f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up + {args.iters} timed iterations; "
-          f"{args.rounds} interleaved rounds (order rotated each round; img/s and ratio: median over rounds)")
+          f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up iterations + {args.images} timed "
+          f"images; {args.rounds} interleaved rounds (order rotated each round; img/s, ms and ratios: medians over "
+          f"rounds; peak: PSS of the process and its workers, the largest over rounds)")
+
+    def one(impl, mode, batch):
+        cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
+               "--images", str(args.images)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            print(out.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(1)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
     for batch in args.batches:
-        for mode in ("end_to_end", "model_step"):
+        aug = {impl: one(impl, "augment", batch)["aug_s"] for impl in ("ringnce", "lightly")}
+        print(f"batch {batch:4d} augmentation, two views of the batch on one core: ringnce {1000 * aug['ringnce']:.0f} ms"
+              f" | lightly {1000 * aug['lightly']:.0f} ms | ratio (lightly / ringnce) {aug['lightly'] / aug['ringnce']:.2f}x",
+              flush=True)
+        model_step = args.model_step is None or batch in args.model_step
+        for mode in ("end_to_end", "model_step") if model_step else ("end_to_end",):
             rounds = []
             for r in range(args.rounds):
                 order = IMPLS[r % len(IMPLS):] + IMPLS[:r % len(IMPLS)]
-                res = {}
-                for impl in order:
-                    cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
-                           "--iters", str(args.iters)]
-                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-                    if out.returncode:
-                        print(out.stderr[-2000:], file=sys.stderr)
-                        return 1
-                    res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-                rounds.append(res)
+                rounds.append({impl: one(impl, mode, batch) for impl in order})
+            base = float(np.median([r["lightly"]["img_per_s"] for r in rounds]))
+            base_peak = max(r["lightly"]["peak_mb"] for r in rounds)
+            med = lambda impl, k: (None if rounds[0][impl].get(k) is None  # noqa: E731
+                                   else float(np.median([r[impl][k] for r in rounds])))
             for impl in IMPLS[:-1]:
-                ips = np.median([r[impl]["img_per_s"] for r in rounds])
-                base = np.median([r["lightly"]["img_per_s"] for r in rounds])
+                ips = float(np.median([r[impl]["img_per_s"] for r in rounds]))
                 ratios = [r[impl]["img_per_s"] / r["lightly"]["img_per_s"] for r in rounds]
                 peak = max(r[impl]["peak_mb"] for r in rounds)
-                base_peak = max(r["lightly"]["peak_mb"] for r in rounds)
-                print(f"batch {batch:4d} {mode:11s}: {impl:22s} {ips:6.1f} img/s (peak {peak:5.0f} MB)"
-                      f" | lightly {base:6.1f} img/s (peak {base_peak:5.0f} MB)"
-                      f" | ratio {np.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
+                line = (f"batch {batch:4d} {mode:11s}: {impl:22s} {ips:6.1f} img/s (peak {peak:5.0f} MB)"
+                        f" | lightly {base:6.1f} img/s (peak {base_peak:5.0f} MB)"
+                        f" | ratio {np.median(ratios):.2f}x ({_spread(ratios)})")
+                if mode == "end_to_end":
+                    line += (f"\n{'':22s}per step, ms: loader wait {_ms(med(impl, 'wait_s'))}, the rest "
+                             f"{_ms(None if med(impl, 'wait_s') is None else med(impl, 'step_s') - med(impl, 'wait_s'))}"
+                             f" | lightly: loader wait {_ms(med('lightly', 'wait_s'))}, the rest "
+                             f"{_ms(med('lightly', 'step_s') - med('lightly', 'wait_s'))}")
+                print(line, flush=True)
     return 0
 
 
