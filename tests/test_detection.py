@@ -216,6 +216,7 @@ def test_short_training_writes_summary(tmp_path, monkeypatch):
     assert (out / "model_final.pth").exists()
 
 
+@pytest.mark.slow  # C4 export/load stays in the default run (test_exported_weights_load_completely)
 def test_r18_c4_mask_rcnn_trains_on_cpu(tmp_path, monkeypatch):
     """The paper's backbone in a C4 model: res5 of basic blocks as the RoI head, pretrained res5 weights,
     MoCo's extra norm (the plain Res5ROIHeadsAnyDepth is the config's default, loaded in the export test)."""
