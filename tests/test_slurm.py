@@ -201,3 +201,15 @@ def test_tables_alone_needs_an_existing_output_directory(tmp_path, capsys):
 
     assert suite_main(["--tables", "-o", str(tmp_path / "nothing")]) == 2
     assert "--tables reads a suite's output" in capsys.readouterr().err
+
+
+def test_a_slurm_flag_without_the_slurm_launcher_stops_before_any_stage(tmp_path, capsys):
+    """--partition gpu alone would run the whole suite on this machine: one sentence, exit 2, nothing run."""
+    from transfer.suite import main as suite_main
+
+    out = tmp_path / "out"
+    assert suite_main(["-o", str(out), "--partition", "gpu", "--time", "120"]) == 2
+    err = capsys.readouterr().err
+    assert "--partition is a Slurm setting: add --launcher slurm" in err and "--time" in err
+    assert not out.exists()
+    assert slurm.slurm_flags_given(_opts(time="60", partition="", nodes=1)) == []

@@ -74,6 +74,12 @@ def minutes(text: str) -> int:
     raise SuiteError(f"--time {text!r}: give minutes (e.g. 120) or [D-]HH:MM:SS (e.g. 1-12:00:00).")
 
 
+def slurm_flags_given(args) -> list[str]:
+    """The Slurm flags set to something other than their default (they mean nothing to --launcher local)."""
+    default = SlurmOptions()
+    return [f"--{k.replace('_', '-')}" for k in vars(default) if getattr(args, k) != getattr(default, k)]
+
+
 def slurm_options(args) -> SlurmOptions:
     """The flags checked before anything is submitted (one sentence each)."""
     minutes(args.time)

@@ -31,6 +31,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -341,9 +342,7 @@ def print_status(stages: list[Stage], out: Path) -> int:
     width = max(len(r[0]) for r in rows) if rows else 0
     for name, state, detail in rows:
         print(f"{name:<{width}}  {state:<13}  {detail}")
-    counts = {}
-    for _, state, _ in rows:
-        counts[state] = counts.get(state, 0) + 1
+    counts = Counter(state for _, state, _ in rows)
     print(f"[ring-suite] {len(rows)} stages: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     return 0
 
@@ -374,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         text, _ = write_tables(Path(args.output))
         print(text)
         return 0
+    from transfer.slurm import slurm_flags_given
+
+    stray = slurm_flags_given(args) if args.launcher == "local" and not (args.dry_run or args.status) else []
+    if stray:  # before any stage runs: the user meant the cluster, not this machine
+        raise SuiteError(f"{stray[0]} is a Slurm setting: add --launcher slurm to submit the suite to Slurm, or drop "
+                         f"{', '.join(stray)} to run it here.")
     suite, path = load_suite(args.suite)
     out = Path(args.output or f"runs/{Path(path).stem}{'_smoke' if args.smoke else ''}")
     select = None
