@@ -8,8 +8,9 @@ its exported weights) is submitted with ``afterok`` dependencies on their jobs, 
 
 - Processes: a stage with ``tasks`` > 1 (pretraining with ``nproc_per_node``) runs ``task_cmd`` as that many
   srun tasks per node on ``--nodes`` nodes, torch.distributed initialised from the job's environment (RANK,
-  WORLD_SIZE, LOCAL_RANK, MASTER_ADDR: the first node, MASTER_PORT: from the job id).  Every other stage is
-  one task on one node.  Detectron2 spawns its own processes on that node (``--num-gpus``).
+  WORLD_SIZE, LOCAL_RANK, MASTER_ADDR: the first node, MASTER_PORT: from the job id).  A stage that launches
+  its own processes (Detectron2, ``Stage.node_args``) runs one task per node told its machine rank and the
+  first node's address.  Every other stage is one task on one node.
 - Time limits and preemption: each job is submitit-checkpointable; on the time limit or ``scancel
   --signal=USR2`` submitit requeues it and the stage's command continues from its last checkpoint
   (pretraining runs with --auto-resume, Detectron2 with --resume: both exact).
@@ -170,15 +171,21 @@ class StageJob:
 
 
 def job_states(ids) -> dict[str, str]:
-    """Slurm's state of each job still known to the controller (squeue), by id."""
-    ids = [i for i in ids if i]
+    """Slurm's state of each of ``ids`` still known to the controller, by id.  All of this user's jobs are
+    listed and filtered here: ``squeue -j`` with an id the controller has already forgotten fails as a whole,
+    which would make every running job look ended (and a resubmission start it twice)."""
+    ids = {i for i in ids if i}
     if not ids:
         return {}
-    out = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T"], capture_output=True, text=True).stdout
+    proc = subprocess.run(["squeue", "-h", "--me", "-o", "%i %T"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SuiteError(f"squeue failed ({proc.stderr.strip() or proc.returncode}): the jobs' states are unknown, "
+                         "so nothing was submitted or reported; try again when the controller answers.")
     states = {}
-    for line in out.splitlines():
+    for line in proc.stdout.splitlines():
         jid, _, st = line.strip().partition(" ")
-        states[jid.split("_")[0]] = st
+        if jid.split("_")[0] in ids:
+            states[jid.split("_")[0]] = st
     return states
 
 
