@@ -9,11 +9,13 @@ DEMO_DIR ?= runs/default
 
 .PHONY: setup demo test test-slow bench clean-venv
 
-$(STAMP): pyproject.toml constraints.txt transfer/install_detectron2.py
+$(STAMP): pyproject.toml constraints.txt transfer/install_detectron2.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	# real offline data for Meta-Dataset sources; --no-deps: its module (which needs TensorFlow) is never imported
 	$(BIN)/python -m pip install -q --no-deps animal_mnist==0.4
+	# real annotated aerial photos (tree crowns) for detection; --no-deps: only its data/ folder is read
+	$(BIN)/python -m pip install -q --no-deps deepforest==2.1.0
 	$(BIN)/ring-install-detectron2
 	touch $(STAMP)
 

@@ -271,13 +271,13 @@ def test_ground_truth_as_predictions_scores_ap_100(tmp_path, monkeypatch, kind):
     from detectron2.data import DatasetCatalog
     from detectron2.structures import Boxes, BoxMode, Instances
 
-    from transfer.detection.train_net import Trainer, flatten_results, load_cfg, register_scenes
+    from transfer.detection.train_net import Trainer, flatten_results, load_cfg, register_builtin
 
     monkeypatch.setenv("RINGNCE_SCENES", str(tmp_path / "scenes"))
     name = f"scenes_{kind}_val"
     config = "cpu/scenes_mask_rcnn_R_18_FPN.yaml" if kind == "instances" else "cpu/scenes_keypoint_rcnn_R_18_FPN.yaml"
     cfg = load_cfg(config, ["OUTPUT_DIR", str(tmp_path / "out")])
-    register_scenes([name], tmp_path / f"scenes_{kind}")
+    register_builtin([name], tmp_path / f"scenes_{kind}")
     evaluator = Trainer.build_evaluator(cfg, name, str(tmp_path / "eval"))
     evaluator.reset()
     for d in DatasetCatalog.get(name):

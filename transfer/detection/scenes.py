@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pretrain.io import atomic_write_json
+from transfer.detection.builtin_sets import BuiltinSet, declare
 
 INSTANCE_CATEGORIES = ["square", "disc", "triangle"]
 KEYPOINT_NAMES = ["top", "left", "right", "bottom"]
@@ -113,6 +114,10 @@ def ensure_scenes(root: str | Path, size: int = 128, num_train: int = 96, num_va
                 atomic_write_json(stamp, data)
             out[name] = folder
     return out
+
+
+declare(BuiltinSet("scenes_", "RINGNCE_SCENES", "data/scenes", ensure_scenes, "a synthetic-scenes split",
+                   keypoints=(KEYPOINT_NAMES, KEYPOINT_FLIP_MAP)))
 
 
 def main(argv: list[str] | None = None) -> int:

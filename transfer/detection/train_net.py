@@ -12,7 +12,8 @@ output directory, as every ringnce command), --dataset NAME JSON IMAGE_DIR to re
 COCO-format json (repeatable) and --keypoint-flip-map for its keypoints.  Registered here besides
 Detectron2's builtin COCO 2017 / VOC 2007+2012 (under $DETECTRON2_DATASETS): the synthetic scenes
 (scenes_{instances,keypoints}_{train,val}, generated on first use under $RINGNCE_SCENES, default
-data/scenes), the Res5ROIHeadsExtraNorm head (MoCo's C4 recipe) and the CMC two-stream backbone.
+data/scenes), the tree-crown photos (trees_{train,val}, cut from the deepforest wheel's tiles under
+$RINGNCE_TREES, default data/trees), the Res5ROIHeadsExtraNorm head (MoCo's C4 recipe) and the CMC two-stream backbone.
 Results: COCO box/mask/keypoint AP (OKS sigmas from TEST.KEYPOINT_OKS_SIGMAS), VOC AP/AP50/AP75, and
 OUTPUT_DIR/summary.json with AP, AP50 and AP75 per task.
 """
@@ -47,7 +48,7 @@ from transfer.detection import CONFIG_ROOT, TransferError  # noqa: E402
 from transfer.detection import heads  # noqa: E402,F401  (registers Res5ROIHeadsExtraNorm and the CMC backbone)
 from transfer.detection.resume import (STATE_KEY, ResumableTrainingSampler, ResumePoint, RunState,  # noqa: E402
                                        detach_from_global_rng, resume_point)
-from transfer.detection.scenes import KEYPOINT_FLIP_MAP, KEYPOINT_NAMES, ensure_scenes  # noqa: E402
+from transfer.detection.builtin_sets import builtin_set  # noqa: E402
 
 
 
@@ -57,19 +58,20 @@ def _set_keypoint_meta(name: str, keypoint_names, flip_map) -> None:
                                   keypoint_connection_rules=[])
 
 
-def register_scenes(names, root: str | Path | None = None) -> None:
-    wanted = [n for n in names if n.startswith("scenes_") and n not in DatasetCatalog.list()]
-    if not wanted:
-        return
-    folders = ensure_scenes(root or os.environ.get("RINGNCE_SCENES", "data/scenes"))
-    for name in wanted:
+def register_builtin(names, root: str | Path | None = None) -> None:
+    """Register the built-in sets among ``names`` (``builtin_sets``: synthetic scenes, tree-crown photos),
+    writing their files on first use under the set's $ENV folder (or ``root``)."""
+    for name in names:
+        s = builtin_set(name)
+        if s is None or name in DatasetCatalog.list():
+            continue
+        folders = s.ensure(Path(root or os.environ.get(s.env, s.folder)))
         if name not in folders:
-            raise TransferError(f"dataset '{name}' is not a synthetic-scenes split; choose one of "
-                                f"{', '.join(sorted(folders))}.")
+            raise TransferError(f"dataset '{name}' is not {s.what}; choose one of {', '.join(sorted(folders))}.")
         folder = folders[name]
         register_coco_instances(name, {}, str(folder / "annotations.json"), str(folder / "images"))
-        if "keypoints" in name:
-            _set_keypoint_meta(name, KEYPOINT_NAMES, KEYPOINT_FLIP_MAP)
+        if s.keypoints and "keypoints" in name:
+            _set_keypoint_meta(name, *s.keypoints)
 
 
 def register_custom(name: str, json_file: str, image_root: str, flip_map: str | None) -> None:
@@ -247,7 +249,7 @@ def setup(args):
     cfg = load_cfg(args.config_file, args.opts + (["OUTPUT_DIR", args.output] if args.output else []))
     for spec in args.dataset or []:
         register_custom(*spec, flip_map=args.keypoint_flip_map)
-    register_scenes(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    register_builtin(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     check_cfg(cfg)
     cfg.freeze()
     default_setup(cfg, args)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from pretrain.common import UserError, check_keys
 from transfer import formats
-from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, SuiteError, TransferTask, py
+from transfer.detection.builtin_sets import builtin_set, suite_folders
+from transfer.tasks.base import (TASK_REGISTRY, EvalContext, Row, Stage, SuiteError, TransferTask, check_estimators,
+                                 py)
 
 METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("keypoints", "AP")]
 LABELS = {"bbox": "box", "segm": "mask", "keypoints": "kp"}
@@ -22,11 +24,12 @@ SMOKE = ["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.STEPS", "(1,)"
 @TASK_REGISTRY.register(name="detection")
 class Detection(TransferTask):
     name, order = "detection", 30
-    # seeds: [] = every pretraining seed
-    schema = {"enabled": True, "num_gpus": 1, "tasks": [], "seeds": []}
+    # seeds / estimators: [] = every pretraining seed / estimator (random init follows the seeds)
+    schema = {"enabled": True, "num_gpus": 1, "tasks": [], "seeds": [], "estimators": []}
     tables = {"detection": "Detectron2 transfer (COCO-style AP)"}
 
     def check(self, section, where):
+        check_estimators(section, where, self.name)
         tasks = []
         for t in section["tasks"]:
             check_keys(t, TASK_SCHEMA, where, "detection.tasks[].", error=SuiteError)
@@ -44,7 +47,7 @@ class Detection(TransferTask):
         section["tasks"] = tasks
 
     def stages(self, section, ctx: EvalContext) -> list[Stage]:
-        if not (section["tasks"] and ctx.seed in (section["seeds"] or [ctx.seed])):
+        if not (section["tasks"] and self.applies(section, ctx)):
             return []
         pkl = ctx.dest / "model_final.pkl"
         stages = [Stage(f"export {ctx.tag}", py("transfer.detection.export", *ctx.source(evaluation=False), "-o", pkl, *ctx.opts), pkl,
@@ -55,7 +58,7 @@ class Detection(TransferTask):
             cmd = py("transfer.detection.train_net", "--config-file", t["config"], "--num-gpus", section["num_gpus"],
                      "--resume", "-o", det, "MODEL.WEIGHTS", pkl, *t["overrides"], *fit)
             stages.append(Stage(f"{t['name']} {ctx.tag}", cmd, det / "summary.json", det.with_suffix(".log"),
-                                {"RINGNCE_SCENES": str(ctx.out / "scenes"), **section.get("env", {})},
+                                {**suite_folders(ctx.out), **section.get("env", {})},
                                 kind=ctx.kind("detection"),
                                 key=t["config"] + (" baseline" if ctx.random_init else ""), needs=(pkl,),
                                 node_args=("--num-machines", "{nodes}", "--machine-rank", "{node_rank}",
@@ -127,7 +130,8 @@ def write_builtin_layouts(root: Path, names: set[str]) -> None:
         if splits:
             formats.write_voc(root, year, splits)
             known |= {f"voc_{year}_{s}" for s in splits}
-    unknown = sorted(n for n in names - known if not n.startswith("scenes_"))
+    unknown = sorted(n for n in names - known if builtin_set(n) is None)
     if unknown:
         raise UserError(f"--smoke has no tiny-data writer for the Detectron2 dataset '{unknown[0]}'; it writes "
-                        "coco_2017_*, keypoints_coco_2017_*, voc_{2007,2012}_* and uses the synthetic scenes_*.")
+                        "coco_2017_*, keypoints_coco_2017_*, voc_{2007,2012}_* and uses the built-in scenes_* and "
+                        "trees_*.")

@@ -1,0 +1,42 @@
+"""The datasets ring-train-net knows by name, written on first use: each module that makes one (``scenes``,
+``trees``) declares it here with its name prefix, the environment variable that says where its files go, and
+the function that writes them.  No Detectron2 import: the suite reads this table too."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class BuiltinSet:
+    prefix: str                                   # every split's name starts with it, e.g. "trees_"
+    env: str                                      # the folder, when set (the suite sets it under OUT)
+    folder: str                                   # the folder otherwise, relative to the working directory
+    ensure: Callable[[Path], dict[str, Path]]     # writes the splits once; {split name: folder}
+    what: str                                     # one phrase for messages
+    keypoints: tuple | None = None                # (names, flip map) of its keypoint splits
+
+
+BUILTIN_SETS: dict[str, BuiltinSet] = {}
+MODULES = ("transfer.detection.scenes", "transfer.detection.trees")  # the modules that declare one
+
+
+def declare(s: BuiltinSet) -> BuiltinSet:
+    BUILTIN_SETS[s.prefix] = s
+    return s
+
+
+def builtin_set(dataset: str) -> BuiltinSet | None:
+    """The built-in set a dataset name belongs to (after importing the modules that declare them)."""
+    import importlib
+
+    for m in MODULES:
+        importlib.import_module(m)
+    return next((s for p, s in BUILTIN_SETS.items() if dataset.startswith(p)), None)
+
+
+def suite_folders(out: Path) -> dict[str, str]:
+    """{environment variable: folder under a suite's OUT} for every built-in set."""
+    builtin_set("")
+    return {s.env: str(out / Path(s.folder).name) for s in BUILTIN_SETS.values()}
