@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -117,6 +118,18 @@ def test_lincls_writes_summaries_for_all_protocols(tmp_path, tiny_opts):
     for name in ("paper", "moco"):
         t = run_lincls(run, tmp_path / name, ["LINCLS.PROTOCOL", name, "LINCLS.EPOCHS", "1"], progress=False)
         assert t["protocol"] == name and 0 <= t["metrics"]["top1"] <= 100
+        assert len(t["probe_loss"]) == 1 and t["probe_loss"][0] > 0
+    # the probe's training loss per epoch, for the run's curves.png (transfer/curves.py)
+    from pretrain.config import load_config
+
+    epochs = load_config(str(run / "config.yaml")).LINCLS.EPOCHS
+    assert len(s["probe_loss"]) == epochs and all(np.isfinite(s["probe_loss"]))
+    from transfer.curves import plot_run, probe_losses, read_pretraining
+
+    iters, losses, _, _ = read_pretraining(run)
+    assert iters and len(iters) == len(losses)
+    assert probe_losses(run) == {"lincls": s["probe_loss"], "lincls_random_init": r["probe_loss"]}
+    assert plot_run(run).stat().st_size > 1000 and plot_run(tmp_path / "empty") is None
 
 
 def test_random_init_baseline_follows_the_seed_override(tmp_path, tiny_opts):

@@ -21,6 +21,7 @@ Layout of OUT:
     backbones/<dataset>/<name>_s<seed>/                    the same evaluations of each ``backbones:`` entry
     md_records/                                            converted Meta-Dataset sources
     results/tables.md, results/deltas.png                  ring-results over OUT
+    <each run directory above>/curves.png                  its pretraining loss, kNN top-1 and probe loss
 """
 from __future__ import annotations
 
@@ -243,7 +244,7 @@ def plan(suite: dict, out: Path) -> list[Stage]:
                 for seed in (P["estimator_seeds"] or {}).get(est, P["seeds"]):
                     stage, run, cfg, tag = pretrain_stage(suite, out, ds, obj, est, seed)
                     stages.append(stage)
-                    stages += evaluations(suite, EvalContext(out, run, run, tag, seed, cfg))
+                    stages += evaluations(suite, EvalContext(out, run, run, tag, seed, cfg, estimator=est))
                     baselines.setdefault((input_streams(obj), seed), (run, cfg))
             if ds == P["datasets"][0] and obj == P["objectives"][0]:  # --smoke: every other registered estimator
                 stages += [pretrain_stage(suite, out, ds, obj, est, P["seeds"][0])[0]
@@ -310,14 +311,18 @@ RESULT_FOLDERS = ("pretrain", "baselines", "backbones")
 
 
 def write_tables(out: Path) -> tuple[str, bool]:
-    """results/tables.md and results/deltas.png from every summary under ``out`` (whichever stages completed);
-    returns the markdown and whether a plot was drawn."""
+    """results/tables.md and results/deltas.png from every summary under ``out`` (whichever stages completed),
+    and each run directory's curves.png; returns the markdown and whether the Delta plot was drawn."""
     from pretrain.io import atomic_write_text
     from transfer.results import make_tables, plot_deltas, render
 
-    tables = make_tables([out / d for d in RESULT_FOLDERS if (out / d).exists()])
+    from transfer.curves import plot_suite
+
+    folders = [out / d for d in RESULT_FOLDERS if (out / d).exists()]
+    tables = make_tables(folders)
     text = render(tables, "md")
     atomic_write_text(out / "results" / "tables.md", text)
+    plot_suite(folders)  # curves.png in every run directory
     return text, plot_deltas(tables, out / "results" / "deltas.png")
 
 

@@ -32,19 +32,26 @@ Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 def fit_linear(clf: torch.nn.Linear, epoch_batches: Batches, epochs: int, lr: float, momentum: float,
-               weight_decay: float, lr_lambda, device, progress: bool = False, after_epoch=None) -> torch.nn.Linear:
+               weight_decay: float, lr_lambda, device, progress: bool = False, after_epoch=None,
+               history: list | None = None) -> torch.nn.Linear:
     """SGD on ``clf`` for ``epochs`` passes over ``epoch_batches()`` (features, labels), the LR stepped per
     iteration by ``lr_lambda``: the one linear-probe loop of the project.  ``after_epoch(epoch)``, when given,
-    is called after each epoch (1-based)."""
+    is called after each epoch (1-based); ``history``, when given, receives each epoch's mean training loss
+    (summed on the device, read once per epoch)."""
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+        total, steps = torch.zeros((), device=device), 0
         for x, y in epoch_batches():
             loss = F.cross_entropy(clf(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            total += loss.detach()
+            steps += 1
+        if history is not None:
+            history.append(float(total) / max(steps, 1))
         if after_epoch is not None:
             after_epoch(epoch + 1)
     return clf
@@ -65,10 +72,11 @@ def iters_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
 
 
 def train_linear_probe(train, test, num_classes: int, epochs: int, batch_size: int, lr: float, momentum: float,
-                       weight_decay: float, lr_lambda, seed: int, device="cpu", progress: bool = False):
+                       weight_decay: float, lr_lambda, seed: int, device="cpu", progress: bool = False,
+                       history: list | None = None):
     """A linear classifier on frozen features (``InMemoryFeatures`` or ``FeatureCache``), trained on ``device``
     from mini-batches (full batches, a fresh permutation each epoch), then scored chunk by chunk: memory
-    stays bounded by a batch."""
+    stays bounded by a batch.  ``history`` receives each epoch's mean training loss."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     clf = torch.nn.Linear(train.dim, num_classes).to(device)
@@ -79,7 +87,7 @@ def train_linear_probe(train, test, num_classes: int, epochs: int, batch_size: i
         for b in range(iters_per_epoch):
             yield train.batch(perm[b * batch_size:(b + 1) * batch_size])
 
-    fit_linear(clf, epoch_batches, epochs, lr, momentum, weight_decay, lr_lambda, device, progress)
+    fit_linear(clf, epoch_batches, epochs, lr, momentum, weight_decay, lr_lambda, device, progress, history=history)
     with torch.no_grad():  # top-k hits chunk by chunk: no (N_test x classes) score matrix in memory
         hits, n = {}, 0
         for x, y in test.chunks(8192):
@@ -99,7 +107,7 @@ def train_linear_on_features(train_f, train_y, test_f, test_y, num_classes: int,
 
 
 def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_classes: int, device,
-                          lr_lambda) -> dict:
+                          lr_lambda, history: list | None = None) -> dict:
     """The linear layer trained on the protocol's training views passed through the frozen encoder every
     epoch (BatchNorm in eval mode, no gradient into the encoder), then scored on the test transform (the
     test features are fixed: computed once, at the first score).  With ``protocol.best_epoch`` the test split is scored after
@@ -135,7 +143,7 @@ def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_
             best.update(top1_best=top1, best_epoch=epoch)
 
     fit_linear(clf, epoch_batches, L.EPOCHS, protocol.lr, protocol.momentum, protocol.weight_decay, lr_lambda, device,
-               after_epoch=after_epoch if protocol.best_epoch else None)
+               after_epoch=after_epoch if protocol.best_epoch else None, history=history)
     return {**score(), **(best if protocol.best_epoch else {})}
 
 
@@ -157,6 +165,7 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
     iters = iters_per_epoch(len(train_set), L.BATCH_SIZE, protocol.drop_last or protocol.cached) * L.EPOCHS
     lr_lambda = build_lr_lambda(protocol.schedule, protocol.steps, 0.1, iters)
     src = Path(checkpoint)
+    losses: list[float] = []  # the probe's mean training loss per epoch (summary.json: probe_loss)
     out = Path(out_dir) if out_dir else default_output(src, cfg, "lincls", random_init)
     if protocol.cached:
         # features on disk (float16, memory-mapped) and streamed to the probe: memory bounded at any N
@@ -169,11 +178,12 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
                                      folder=Path(tmp) / "test", desc="test features", **kw)
             n_cls = int(max(ftr.labels.max(), fte.labels.max())) + 1
             _, acc = train_linear_probe(ftr, fte, n_cls, L.EPOCHS, L.BATCH_SIZE, protocol.lr, protocol.momentum,
-                                        protocol.weight_decay, lr_lambda, cfg.SEED, device=device, progress=progress)
+                                        protocol.weight_decay, lr_lambda, cfg.SEED, device=device, progress=progress,
+                                        history=losses)
             del ftr, fte  # close the memory maps before the folder goes
     else:
         n_cls = int(max(getattr(train_set, "targets", [0]))) + 1
-        acc = probe_through_encoder(bb, protocol, cfg, train_set, test_set, n_cls, device, lr_lambda)
+        acc = probe_through_encoder(bb, protocol, cfg, train_set, test_set, n_cls, device, lr_lambda, history=losses)
     atomic_write_text(out / "config.yaml", cfg.dump())
     return write_summary(out, stage="lincls", **provenance(cfg, random_init), metrics=acc, checkpoint=str(src),
-                         protocol=protocol.name)
+                         protocol=protocol.name, probe_loss=losses)
