@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from transfer.results import MISSING, ci95, holm, main as results_main, make_tables, paired_delta, render
+from transfer.results import (MISSING, ci95, delta_points, holm, main as results_main, make_tables, paired_delta,
+                              plot_deltas, render)
 
 C10 = "cifar10 (cached protocol)"
 CFG = {"MODEL.BACKBONE": "resnet18", "MODEL.WIDTH": "64", "DATA.NAME": "cifar10", "SOLVER.EPOCHS": "200",
@@ -240,3 +241,15 @@ def test_paired_delta_p_value_is_scipys_two_sided_paired_t_test_and_holm_at_the_
     # with 0.026 > 0.05/2 the step-down stops there, and the larger 0.03 is kept too
     assert holm([0.04, 0.01, 0.025]) == [True, True, True]
     assert holm([0.03, 0.01, 0.026]) == [False, True, False]  # 0.026 > 0.025 stops the step-down
+
+
+def test_the_delta_plot_draws_only_deltas_with_a_ci(runs, tmp_path):
+    """Ring − NCE on the probe has 2 seeds (a CI): drawn; the detection Δs are one run each: not drawn, counted."""
+    tables = make_tables([runs])
+    points = delta_points(tables)
+    (drawn, one_run), = [points["linear"]]
+    assert [p[0] for p in drawn] == [f"Δ moco-ring − nce\n{C10}"] and drawn[0][1:] == pytest.approx((3.0, 0.0))
+    assert one_run == 0
+    assert "detection" not in points  # every Δ there is n=1
+    assert plot_deltas({"detection": tables["detection"]}, tmp_path / "none.png") is False
+    assert not (tmp_path / "none.png").exists()

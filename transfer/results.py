@@ -351,24 +351,44 @@ def render(tables: dict[str, Table], fmt: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def delta_points(tables: dict[str, Table]) -> dict[str, tuple[list, int]]:
+    """{table: ([(label, mean, CI half-width) of every Delta with a CI], how many Deltas were one run)}, for the
+    tables with at least one Delta to draw."""
+    out = {}
+    for key, t in tables.items():
+        if t.delta.empty:
+            continue
+        points = [(f"{name}\n{column}", t.delta.at[name, column], t.delta_ci.at[name, column])
+                  for column in t.delta.columns for name in t.delta.index
+                  if pd.notna(t.delta.at[name, column]) and pd.notna(t.delta_ci.at[name, column])]
+        if points:
+            out[key] = (points, int((t.delta.notna() & t.delta_ci.isna()).to_numpy().sum()))
+    return out
+
+
 def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
-    """One panel per table: every Delta as a bar with its 95 % CI (no bar for n=1)."""
+    """One panel per table, one line per task (column): every Delta with n >= 2 as its mean and 95 % CI, a
+    dashed line at 0; a Delta of one run has no CI and is not drawn (the panel names how many were left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    present = {k: t for k, t in tables.items() if not t.delta.empty and t.delta.notna().any().any()}
-    if not present:
+    panels = delta_points(tables)
+    if not panels:
         return False
-    fig, axes = plt.subplots(1, len(present), figsize=(6 * len(present), 4.5), squeeze=False)
-    for ax, (key, t) in zip(axes[0], present.items()):
-        t.delta.T.plot.bar(ax=ax, rot=30, yerr=t.delta_ci.T.fillna(0.0), capsize=3)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(table_titles()[key], fontsize=8)
-        ax.set_ylabel("paired difference (95 % CI)")
-        ax.tick_params(axis="x", labelsize=7)
-        ax.legend(fontsize=6)
+    height = max(2.5, 0.45 * max(len(p) for p, _ in panels.values()) + 1.2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), height), squeeze=False)
+    for ax, (key, (points, one_run)) in zip(axes[0], panels.items()):
+        y = np.arange(len(points))[::-1]
+        for yi, (_, mean, ci) in zip(y, points):
+            ax.errorbar(mean, yi, xerr=ci, fmt="o", markersize=4, capsize=3,
+                        color="tab:blue" if abs(mean) > ci else "tab:gray")
+        ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_yticks(y, [p[0] for p in points], fontsize=6)
+        ax.set_xlabel("paired difference, mean ± 95 % CI (blue: CI excludes 0)", fontsize=7)
+        title = table_titles()[key]
+        ax.set_title(title if not one_run else f"{title}\n({one_run} Δ of one run not drawn: no CI)", fontsize=7)
     fig.tight_layout()
     from pretrain.io import atomic_path
 
