@@ -158,6 +158,22 @@ def test_an_estimator_can_run_its_own_seeds(tmp_path):
             load_suite(_tiny_suite(tmp_path, pretrain__estimator_seeds=bad))
 
 
+def test_detection_and_meta_dataset_can_take_a_subset_of_estimators(tmp_path):
+    """detection/meta_dataset ``estimators: [nce]``: NCE and the random-init twins at the section's seeds, Ring
+    only through the probe; a name that is no estimator stops when the suite loads."""
+    path = _tiny_suite(tmp_path, pretrain__seeds=[0, 1], detection__estimators=["nce"], detection__seeds=[0],
+                       meta_dataset__estimators=["nce"])
+    suite, _ = load_suite(path)
+    names = [s.name for s in plan(suite, tmp_path / "out")]
+    assert [n for n in names if n.startswith("mask ")] == ["mask moco-nce seed 0", "mask random-init rgb seed 0"]
+    assert [n for n in names if n.startswith("meta-dataset")] == [
+        "meta-dataset moco-nce seed 0", "meta-dataset moco-nce seed 1", "meta-dataset random-init rgb seed 0",
+        "meta-dataset random-init rgb seed 1"]
+    assert "lincls moco-ring seed 1" in names
+    with pytest.raises(SuiteError, match="'meta_dataset.estimators' names 'nse', which is not an estimator"):
+        load_suite(_tiny_suite(tmp_path, meta_dataset__estimators=["nse"]))
+
+
 def test_estimators_all_is_the_registry_and_an_unknown_one_stops_before_any_stage(tmp_path):
     from pretrain.contrastive.estimators import estimator_names
 

@@ -63,6 +63,7 @@ class EvalContext:
     random_init: bool = False
     weights: dict | None = None
     opts: list = field(default_factory=list)
+    estimator: str = ""  # the pretraining run's estimator ("" for a weights file; a random-init twin keeps its run's)
 
     @property
     def init_flag(self) -> list[str]:
@@ -104,6 +105,14 @@ class TransferTask:
     def check(self, section: dict, where: str) -> None:
         """Refuse a section that cannot run, before any stage does (one sentence naming ``where``)."""
 
+    @staticmethod
+    def applies(section: dict, ctx: EvalContext) -> bool:
+        """The section's ``seeds`` and ``estimators`` filters (empty: every one); a random-init twin or a weights
+        file is evaluated at every seed the filter keeps, whatever its estimator."""
+        seeds, estimators = section.get("seeds") or [ctx.seed], section.get("estimators") or []
+        return ctx.seed in seeds and (not estimators or ctx.random_init or not ctx.estimator
+                                      or ctx.estimator in estimators)
+
     def unavailable(self, section: dict) -> list[str]:
         """Optional inputs not installed here, left out of ``section`` (and named)."""
         return []
@@ -119,6 +128,16 @@ class TransferTask:
 
     def rows(self, summary: dict) -> list[Row]:
         return []
+
+
+def check_estimators(section: dict, where: str, task: str) -> None:
+    """A section's ``estimators`` filter names registered estimators (a typo stops before any stage)."""
+    from pretrain.contrastive.estimators import estimator_names
+
+    unknown = [e for e in section.get("estimators") or [] if e not in estimator_names()]
+    if unknown:
+        raise SuiteError(f"{where}: '{task}.estimators' names '{unknown[0]}', which is not an estimator; choose "
+                         f"among {', '.join(estimator_names())} (or leave it empty for every one).")
 
 
 def check_overrides(overrides: list, where: str, what: str) -> None:

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, py
+from transfer.tasks.base import TASK_REGISTRY, EvalContext, Row, Stage, TransferTask, check_estimators, py
 
 
 @TASK_REGISTRY.register(name="meta_dataset")
 class MetaDataset(TransferTask):
     name, order = "meta_dataset", 40
     # records: "" = OUT/md_records; convert: sources converted there first; optional: sources left out when their
-    # data is not installed; seeds: [] = every pretraining seed; image_size: 0 = the run's own
+    # data is not installed; seeds / estimators: [] = every pretraining seed / estimator (random init follows the
+    # seeds); image_size: 0 = the run's own
     schema = {"enabled": True, "records": "", "convert": [], "optional": [], "max_per_class": 600, "seeds": [],
+              "estimators": [],
               "sources": [], "episodes": 600, "protocol": "variable", "classifier": "ncc-cosine", "image_size": 0}
     tables = {"meta_dataset": "Meta-Dataset (accuracy %; ± 95 % CI over episodes for one seed, over seeds for several)"}
 
     @staticmethod
     def records(section, out: Path) -> Path:
         return Path(section["records"]) if section["records"] else out / "md_records"
+
+    def check(self, section, where):
+        check_estimators(section, where, self.name)
 
     def unavailable(self, section):
         gone = [s for s in section["optional"] if not _available(s)]
@@ -34,7 +39,7 @@ class MetaDataset(TransferTask):
                 for src in section["convert"]]
 
     def stages(self, section, ctx: EvalContext) -> list[Stage]:
-        if not (section["sources"] and ctx.seed in (section["seeds"] or [ctx.seed])):
+        if not (section["sources"] and self.applies(section, ctx)):
             return []
         md = ctx.dest / "meta_dataset"
         # episodes drawn with the backbone's seed: every backbone of one seed meets the same episodes (paired)
