@@ -27,16 +27,20 @@ def declare(s: BuiltinSet) -> BuiltinSet:
     return s
 
 
-def builtin_set(dataset: str) -> BuiltinSet | None:
-    """The built-in set a dataset name belongs to (after importing the modules that declare them)."""
+def declared() -> dict[str, BuiltinSet]:
+    """Every built-in set, {prefix: set}, after importing the modules that declare them."""
     import importlib
 
     for m in MODULES:
         importlib.import_module(m)
-    return next((s for p, s in BUILTIN_SETS.items() if dataset.startswith(p)), None)
+    return BUILTIN_SETS
+
+
+def builtin_set(dataset: str) -> BuiltinSet | None:
+    """The built-in set a dataset name belongs to, or None."""
+    return next((s for p, s in declared().items() if dataset.startswith(p)), None)
 
 
 def suite_folders(out: Path) -> dict[str, str]:
     """{environment variable: folder under a suite's OUT} for every built-in set."""
-    builtin_set("")
-    return {s.env: str(out / Path(s.folder).name) for s in BUILTIN_SETS.values()}
+    return {s.env: str(out / Path(s.folder).name) for s in declared().values()}
