@@ -314,3 +314,21 @@ def test_export_leaves_no_file_when_its_check_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated"):
         export_mod.export(src, tmp_path / "model.pkl")
     assert not (tmp_path / "model.pkl").exists() and not list(tmp_path.glob(".model.pkl.*"))
+
+
+def test_the_default_suite_gives_every_row_of_every_table_three_seeds(tmp_path):
+    """make demo prints no table of one run: every evaluation stage of the embedded default (each task, each
+    row: an estimator or random init) runs at >= 3 seeds, and every pretrained row has its random-init twin."""
+    import re
+    from collections import defaultdict
+
+    suite, _ = load_suite(None)
+    seeds = defaultdict(set)
+    for s in plan(suite, tmp_path / "out"):
+        m = re.match(r"(\S+) (moco-\w+|random-init rgb) seed (\d+)$", s.name)
+        if m and s.kind not in ("pretrain", "export"):
+            seeds[m[1], m[2]].add(int(m[3]))
+    assert {task for task, _ in seeds} == {"lincls", "trees", "meta-dataset"}
+    assert all(len(v) >= 3 for v in seeds.values()), dict(seeds)
+    for task, row in list(seeds):
+        assert seeds[task, row] <= seeds[task, "random-init rgb"]
