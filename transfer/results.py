@@ -377,9 +377,10 @@ def plot_deltas(tables: dict[str, Table], path: str | Path) -> bool:
     panels = delta_points(tables)
     if not panels:
         return False
-    height = max(2.5, 0.45 * max(len(p) for p, _ in panels.values()) + 1.2)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), height), squeeze=False)
-    for ax, (key, (points, one_run)) in zip(axes[0], panels.items()):
+    heights = [0.5 * len(p) + 1.0 for p, _ in panels.values()]  # panels stacked, one row per Delta
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, sum(heights) + 0.3), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (key, (points, one_run)) in zip(axes[:, 0], panels.items()):
         y = np.arange(len(points))[::-1]
         for yi, (_, mean, ci) in zip(y, points):
             ax.errorbar(mean, yi, xerr=ci, fmt="o", markersize=4, capsize=3,
