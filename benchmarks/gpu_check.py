@@ -181,10 +181,10 @@ def detectron2_section(S, device) -> list[tuple[str, str]]:
         import detectron2  # noqa: F401
     except Exception as e:  # noqa: BLE001
         raise Skip(f"Detectron2 is not importable here ({type(e).__name__}: {str(e)[:80]})") from None
-    from transfer.detection.train_net import Trainer, load_cfg, register_scenes
+    from transfer.detection.train_net import Trainer, load_cfg, register_builtin
 
     with tempfile.TemporaryDirectory() as tmp:
-        register_scenes(["scenes_instances_train"], tmp)
+        register_builtin(["scenes_instances_train"], tmp)
         s = S["det_size"]
         cfg = load_cfg("cpu/scenes_mask_rcnn_R_50_C4.yaml" if S is TOY else "coco/mask_rcnn_R_50_FPN_1x.yaml",
                        ["DATASETS.TRAIN", "('scenes_instances_train',)", "DATASETS.TEST", "()",

@@ -393,6 +393,7 @@ def test_integrity_check_catches_a_wrong_conversion(tmp_path):
         max_feature_difference(modules, tmp_path / "bad.pkl", 18)
 
 
+@pytest.mark.slow  # (21 s; ring-train-net's own training and evaluation stay in test_short_training_writes_summary)
 def test_detectron2s_own_train_net_style_script_prints_box_and_mask_ap(tmp_path):
     """tools/detectron2_train_net.py uses only Detectron2's public API (DefaultTrainer, COCOEvaluator with its
     default arguments, launch): run in a fresh interpreter on exported weights and a builtin COCO dataset."""

@@ -245,6 +245,7 @@ def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, tiny_opts):
     assert s["metrics"]["iters"] == 3 and 0 < s["metrics"]["loss"] < 50
 
 
+@pytest.mark.slow  # (27 s; test_run_directory_is_complete checks the default retention)
 def test_checkpoint_retention_keeps_last_final_and_every_nth_epoch(tmp_path, tiny_opts):
     run = tmp_path / "run"
     opts = opts_with(tiny_opts, **{"SOLVER.EPOCHS": 5, "CHECKPOINT.KEEP_EVERY": 2, "KNN.ENABLED": False})
