@@ -69,11 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         args.resume, args.config = True, None
     cfg, run_dir = resolve_run(args)
     from pretrain import distributed as D
+    from pretrain.engine.hooks import StopBetweenSteps
     from pretrain.engine.trainer import Trainer
 
     trainer = Trainer(cfg, run_dir, resume=args.resume)
+    stop = StopBetweenSteps()  # last among the hooks: a checkpoint due at this step is written first
+    trainer.hooks.append(stop)
     try:
-        summary = trainer.train()
+        with stop.installed():
+            summary = trainer.train()
     except KeyboardInterrupt:
         if D.is_main():
             print(f"ring-pretrain: interrupted at iteration {trainer.iter}; {resume_hint(trainer)}", file=sys.stderr)

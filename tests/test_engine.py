@@ -398,3 +398,22 @@ def test_the_log_says_how_long_each_step_waited_for_the_loader(tmp_path, tiny_op
     for r in rows:
         assert 8 * 0.03 <= r["data_wait_s"] < r["step_s"] < 8 * 0.03 + 5.0
         assert abs(r["img_per_s"] - 8 / r["step_s"]) < 1e-6 * r["img_per_s"] + 1e-3
+
+
+def test_ctrl_c_stops_between_steps_and_a_second_one_at_once():
+    """A SIGINT only asks (a KeyboardInterrupt raised inside a finalizer would be swallowed); the loop raises
+    it after the step; a second SIGINT raises where it lands; the previous handler comes back."""
+    from pretrain.engine.hooks import StopBetweenSteps
+
+    stop = StopBetweenSteps()
+    before = signal.getsignal(signal.SIGINT)
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.asked
+        with pytest.raises(KeyboardInterrupt):
+            stop.after_step(None, {})
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before

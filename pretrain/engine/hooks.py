@@ -137,3 +137,39 @@ class PeriodicCheckpointer(Hook):
     def after_train(self, trainer):
         if trainer.batch_in_epoch:  # stopped by SOLVER.MAX_ITERS mid-epoch
             trainer.save()
+
+
+class StopBetweenSteps(Hook):
+    """Ctrl-C (SIGINT) stops the run at the end of the current step, after its checkpoint if one was due, as
+    a ``KeyboardInterrupt`` from the loop itself: Python delivers a signal at any bytecode, and one landing in
+    an object's finalizer is printed and swallowed (the run went on as if never interrupted).  A second Ctrl-C
+    stops at once.  ``installed()`` holds the handler for the ``with`` block (the main thread only)."""
+
+    def __init__(self):
+        self.asked = False
+
+    def _on_sigint(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def installed(self):
+        import contextlib
+        import signal
+        import threading
+
+        @contextlib.contextmanager
+        def scope():
+            if threading.current_thread() is not threading.main_thread():
+                yield self
+                return
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            try:
+                yield self
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        return scope()
+
+    def after_step(self, trainer, stats):
+        if self.asked:
+            raise KeyboardInterrupt
