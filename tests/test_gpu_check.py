@@ -3,9 +3,12 @@ at full size with benchmarks/gpu_check.sh)."""
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow  # ~70 s (an R50 Mask R-CNN step on CPU among its sections); make test-slow runs it
 def test_the_gpu_check_runs_every_section_at_toy_size_on_cpu():
     # loader workers as on the GPU machine (with a list of byte tensors per batch, 2 workers stalled here)
     out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--toy", "--device", "cpu", "--workers", "2"],
