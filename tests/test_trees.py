@@ -51,7 +51,7 @@ def test_the_crops_match_the_tiles_and_their_voc_boxes(tmp_path):
         for a in d["annotations"]:
             x, y, w, h = a["bbox"]
             assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 160.01 and y + h <= 160.01
-    # every crown fully inside a crop is an object of exactly that crop
+    # crowns wholly inside one crop, and the objects the crop rule kept (those plus crowns >= half inside)
     inside = 0
     for t, boxes in voc.items():
         with Image.open(src / f"{t}.png") as tile:

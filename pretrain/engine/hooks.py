@@ -8,6 +8,9 @@ before the checkpointer, so the checkpoint records its result.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 
 from tqdm import tqdm
@@ -153,22 +156,16 @@ class StopBetweenSteps(Hook):
             raise KeyboardInterrupt
         self.asked = True
 
+    @contextlib.contextmanager
     def installed(self):
-        import contextlib
-        import signal
-        import threading
-
-        @contextlib.contextmanager
-        def scope():
-            if threading.current_thread() is not threading.main_thread():
-                yield self
-                return
-            previous = signal.signal(signal.SIGINT, self._on_sigint)
-            try:
-                yield self
-            finally:
-                signal.signal(signal.SIGINT, previous)
-        return scope()
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def after_step(self, trainer, stats):
         if self.asked:

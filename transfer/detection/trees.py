@@ -71,9 +71,9 @@ def crop_boxes(boxes, x0: int, y0: int, size: int) -> list[dict]:
         if cc <= ca or cd <= cb:
             continue
         visible = (cc - ca) * (cd - cb) / max((c - a) * (d - b), 1e-9)
-        w, h = cc - ca, cd - cb
-        out.append({"bbox": [ca - x0, cb - y0, w, h], "area": w * h, "iscrowd": int(visible < MIN_VISIBLE),
-                    "category_id": 1})
+        w, h = round(cc - ca, 2), round(cd - cb, 2)
+        out.append({"bbox": [round(ca - x0, 2), round(cb - y0, 2), w, h], "area": round(w * h, 2),
+                    "iscrowd": int(visible < MIN_VISIBLE), "category_id": 1})
     return out
 
 
@@ -107,9 +107,7 @@ def generate(out_root: str | Path, source: str | Path | None = None, crop: int =
                 d["images"].append({"id": img_id, "file_name": name, "width": crop, "height": crop, "tile": tile,
                                     "x0": x0, "y0": y0})
                 for ann in crop_boxes(boxes, x0, y0, crop):
-                    d["annotations"].append({"id": len(d["annotations"]) + 1, "image_id": img_id,
-                                             **{k: round(v, 2) if isinstance(v, float) else v for k, v in ann.items()},
-                                             "bbox": [round(v, 2) for v in ann["bbox"]]})
+                    d["annotations"].append({"id": len(d["annotations"]) + 1, "image_id": img_id, **ann})
     folders = {}
     for s in SPLITS:
         folder = out / f"trees_{s}"
