@@ -1,14 +1,18 @@
 """End-to-end MoCo-v2 pretraining throughput: ringnce's engine versus the same training built from lightly.
 
 Both sides train the same ResNet-18 (32-px small-image stem, 512-512-128 head) on the same in-memory
-32x32 images, with MoCo-v2 augmentation, a 4096-key queue, and 2 data-loader workers; each measurement
-runs in its own process.  Reported, per batch size:
+32x32 images, with MoCo-v2 augmentation and a 4096-key queue; ringnce with its own loader settings
+(DATA.NUM_WORKERS at its default), lightly with 2 data-loader workers as its recipe does, and once more
+with none (lightly-0-workers, end to end only: what the worker count alone is worth there); each
+measurement runs in its own process.  Reported, per batch size:
 - end to end: data loading + two-view augmentation + MoCo step, images/s over the timed steps after warm-up,
   and the breakdown of a step: the time it waited for the loader and the rest (the step itself);
 - model step only: the same step on a fixed, pre-made batch (no data loading);
 - augmentation: two views of a batch's images on one core, in the measuring process (what the workers do);
 - peak memory: the largest total proportional set size (PSS, /proc/<pid>/smaps_rollup) of the process and
-  its loader workers, sampled every 50 ms.  PSS splits pages the workers share with the main process
+  its loader workers, sampled every 50 ms, in a separate, untimed run of each measurement (reading
+  smaps_rollup of a 1.5 GB process takes ~10 ms of a core: sampling while timing took 20-50 % of one of
+  this machine's two cores from the very step being timed).  PSS splits pages the workers share with the main process
   instead of counting them in each (a forked worker's RSS includes the parent's pages it maps; the
   earlier figure, max RSS of the process plus the largest child's, counted them twice, at different times).
 ringnce runs twice: as configured by default (MoCo's shuffle-BN emulated on one process with MOCO.BN_SPLITS
@@ -16,9 +20,9 @@ sub-batches, work lightly's recipe does not do) and with MOCO.SHUFFLE_BN False (
 lightly's).  Every measurement is repeated in interleaved rounds (the order rotated each round); a ratio is
 the median over rounds of the per-round ratios, printed with its spread (min-max, and as +-% of the median).
 
-    python benchmarks/pretrain_throughput.py                 # batch 64 and 256, 3 rounds
+    python benchmarks/pretrain_throughput.py                 # batch 64 and 256, 4 rounds
     python benchmarks/pretrain_throughput.py --batches 64 --rounds 5
-    python benchmarks/pretrain_throughput.py --warmup 2 --images 512 --model-step 64   # as docs/benchmarks.md
+    python benchmarks/pretrain_throughput.py --model-step 64      # as docs/benchmarks.md (2026-12-08)
 """
 from __future__ import annotations
 
@@ -39,10 +43,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUEUE, WORKERS, N_IMAGES = 4096, 2, 4096
+QUEUE, LIGHTLY_WORKERS, N_IMAGES = 4096, 2, 4096
 # ringnce as configured by default (shuffle-BN emulated with MOCO.BN_SPLITS sub-batches), ringnce doing the
-# same work as lightly's recipe (no shuffle-BN), and lightly: every ratio is against lightly.
+# same work as lightly's recipe (no shuffle-BN), and lightly: every ratio is against lightly (2 workers);
+# lightly without workers (end to end only) is printed beside it.
 IMPLS = ("ringnce", "ringnce-no-shuffle-bn", "lightly")
+CONTEXT = ("lightly-0-workers",)
 
 
 def _images() -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +112,7 @@ def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: 
 
     images, labels = _images()
     DATASET_REGISTRY.register(name="bench_array")(lambda data_cfg, split: ArrayImageDataset(images, labels))
-    opts = ["DATA.NAME", "bench_array", "DATA.NUM_WORKERS", str(WORKERS), "DATA.AUGMENT", "mocov2",
+    opts = ["DATA.NAME", "bench_array", "DATA.AUGMENT", "mocov2",
             "MODEL.SMALL_STEM", "True", "MODEL.HEAD_HIDDEN", "512", "SOLVER.BATCH_SIZE", str(batch),
             "MOCO.QUEUE_SIZE", str(QUEUE), "KNN.ENABLED", "False", "LOG.PROGRESS", "False",
             "LOG.TENSORBOARD", "False", "CHECKPOINT.PERIOD_ITERS", "100000", "SOLVER.EPOCHS", "1",
@@ -137,7 +143,7 @@ def run_ours(batch: int, warmup: int, iters: int, model_only: bool, shuffle_bn: 
             "wait_s": sum(waits) / len(waits) if waits else None}
 
 
-def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
+def run_lightly(batch: int, warmup: int, iters: int, model_only: bool, workers: int = LIGHTLY_WORKERS) -> dict:
     import copy
 
     from lightly.loss import NTXentLoss
@@ -183,8 +189,8 @@ def run_lightly(batch: int, warmup: int, iters: int, model_only: bool) -> dict:
         def __getitem__(self, i):
             return transform(Image.fromarray(images[i])), int(labels[i])
 
-    loader = DataLoader(Views(), batch_size=batch, shuffle=True, drop_last=True, num_workers=WORKERS,
-                        prefetch_factor=4)
+    loader = DataLoader(Views(), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+                        prefetch_factor=4 if workers else None)
     t0, n, wait, t_wait = None, 0, 0.0, time.perf_counter()
     for it, ((x_q, x_k), _) in enumerate(loader):
         if it + 1 > warmup:
@@ -262,10 +268,11 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--images", type=int, default=768,
                    help="images timed per measurement (iterations: this / batch, at least 3)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every measurement")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved repetitions of every timed measurement")
     p.add_argument("--model-step", type=int, nargs="*", default=None, metavar="BATCH",
                    help="the batches whose model step alone is measured too (default: every batch)")
     p.add_argument("--one", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)  # with --one: sample peak PSS
     args = p.parse_args()
     if args.one:
         impl, mode, batch = args.one
@@ -274,19 +281,23 @@ def main() -> int:
             print(json.dumps({"aug_s": augment_seconds(impl, batch)}))
             return 0
         fn = {"ringnce": run_ours, "ringnce-no-shuffle-bn": lambda *a: run_ours(*a, shuffle_bn=False),
-              "lightly": run_lightly}[impl]
-        memory = PeakMemory()
+              "lightly": run_lightly, "lightly-0-workers": lambda *a: run_lightly(*a, workers=0)}[impl]
+        memory = PeakMemory() if args.memory else None
         res = fn(batch, args.warmup, timed_iters(batch, args.images), mode == "model_step")
-        print(json.dumps({**res, "peak_mb": memory.stop()}))
+        print(json.dumps({**res, "peak_mb": memory.stop() if memory else None}))
         return 0
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; ResNet-18 small "
-          f"stem, 32 px, queue {QUEUE}, {WORKERS} workers; {args.warmup} warm-up iterations + {args.images} timed "
-          f"images; {args.rounds} interleaved rounds (order rotated each round; img/s, ms and ratios: medians over "
-          f"rounds; peak: PSS of the process and its workers, the largest over rounds)")
+    from pretrain.config import load_config
 
-    def one(impl, mode, batch):
+    ours_workers = load_config(None, []).DATA.NUM_WORKERS
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; ResNet-18 small "
+          f"stem, 32 px, queue {QUEUE}; loader workers: ringnce DATA.NUM_WORKERS {ours_workers} (its default), "
+          f"lightly {LIGHTLY_WORKERS}; {args.warmup} warm-up iterations + {args.images} timed images; "
+          f"{args.rounds} interleaved timed rounds (order rotated each round; img/s, ms and ratios: medians over "
+          f"rounds); peak: PSS of the process and its workers, from one more, untimed run", flush=True)
+
+    def one(impl, mode, batch, memory=False):
         cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
-               "--images", str(args.images)]
+               "--images", str(args.images)] + (["--memory"] if memory else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             print(out.stderr[-2000:], file=sys.stderr)
@@ -300,24 +311,26 @@ def main() -> int:
               flush=True)
         model_step = args.model_step is None or batch in args.model_step
         for mode in ("end_to_end", "model_step") if model_step else ("end_to_end",):
+            impls = IMPLS + CONTEXT if mode == "end_to_end" else IMPLS
             rounds = []
             for r in range(args.rounds):
-                order = IMPLS[r % len(IMPLS):] + IMPLS[:r % len(IMPLS)]
+                order = impls[r % len(impls):] + impls[:r % len(impls)]
                 rounds.append({impl: one(impl, mode, batch) for impl in order})
-            base = float(np.median([r["lightly"]["img_per_s"] for r in rounds]))
-            base_peak = max(r["lightly"]["peak_mb"] for r in rounds)
+            peak = {impl: one(impl, mode, batch, memory=True)["peak_mb"] for impl in impls}
             med = lambda impl, k: (None if rounds[0][impl].get(k) is None  # noqa: E731
                                    else float(np.median([r[impl][k] for r in rounds])))
-            for impl in IMPLS[:-1]:
-                ips = float(np.median([r[impl]["img_per_s"] for r in rounds]))
+            base = med("lightly", "img_per_s")
+            for impl in impls:
+                if impl == "lightly":
+                    continue
                 ratios = [r[impl]["img_per_s"] / r["lightly"]["img_per_s"] for r in rounds]
-                peak = max(r[impl]["peak_mb"] for r in rounds)
-                line = (f"batch {batch:4d} {mode:11s}: {impl:22s} {ips:6.1f} img/s (peak {peak:5.0f} MB)"
-                        f" | lightly {base:6.1f} img/s (peak {base_peak:5.0f} MB)"
+                line = (f"batch {batch:4d} {mode:11s}: {impl:22s} {med(impl, 'img_per_s'):6.1f} img/s (peak "
+                        f"{peak[impl]:5.0f} MB) | lightly {base:6.1f} img/s (peak {peak['lightly']:5.0f} MB)"
                         f" | ratio {np.median(ratios):.2f}x ({_spread(ratios)})")
                 if mode == "end_to_end":
-                    line += (f"\n{'':22s}per step, ms: loader wait {_ms(med(impl, 'wait_s'))}, the rest "
-                             f"{_ms(None if med(impl, 'wait_s') is None else med(impl, 'step_s') - med(impl, 'wait_s'))}"
+                    wait = med(impl, "wait_s")
+                    line += (f"\n{'':22s}per step, ms: loader wait {_ms(wait)}, the rest "
+                             f"{_ms(None if wait is None else med(impl, 'step_s') - wait)}"
                              f" | lightly: loader wait {_ms(med('lightly', 'wait_s'))}, the rest "
                              f"{_ms(med('lightly', 'step_s') - med('lightly', 'wait_s'))}")
                 print(line, flush=True)
