@@ -43,7 +43,8 @@ def get_defaults() -> CfgNode:
     # step decodes them on the training device (torchvision.io.decode_jpeg, nvJPEG on CUDA); needs
     # AUGMENT_ON device and JPEG files (imagefolder)
     C.DATA.DECODE_ON = "loader"
-    C.DATA.NUM_WORKERS = 2
+    # loader worker processes; -1: auto (none on a CPU, a share of the cores on a GPU: pretrain/data/workers.py)
+    C.DATA.NUM_WORKERS = -1
     C.DATA.SUBSET = 0  # > 0: use only the first N training images (CPU runs)
     C.DATA.SYNTHETIC_SIZE = 2000  # images per split of the built-in procedural dataset
     C.DATA.SYNTHETIC_COLORS = "random"  # random | palette: four fixed colours (pretrain/data/synthetic.py says why)
@@ -255,7 +256,7 @@ LOWER_BOUNDS = {
     "SOLVER.EPOCHS": (1, True), "SOLVER.BATCH_SIZE": (1, True), "SOLVER.LR": (0, False),
     "SOLVER.MOMENTUM": (0, True), "SOLVER.WEIGHT_DECAY": (0, True), "SOLVER.WARMUP_EPOCHS": (0, True),
     "SOLVER.MAX_ITERS": (0, True), "OBJECTIVE.TEMPERATURE": (0, False),
-    "DATA.IMAGE_SIZE": (1, True), "DATA.NUM_WORKERS": (0, True), "DATA.SUBSET": (0, True),
+    "DATA.IMAGE_SIZE": (1, True), "DATA.NUM_WORKERS": (-1, True), "DATA.SUBSET": (0, True),
     "MODEL.WIDTH": (1, True), "MODEL.OUT_DIM": (1, True), "MODEL.HEAD_HIDDEN": (0, True),
     "CHECKPOINT.PERIOD_ITERS": (1, True), "CHECKPOINT.KEEP_EVERY": (1, True), "LOG.PERIOD": (1, True),
     "KNN.PERIOD_EPOCHS": (1, True), "KNN.K": (1, True), "KNN.TEMPERATURE": (0, False),

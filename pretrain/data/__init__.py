@@ -12,6 +12,7 @@ from pretrain.data.base import ArrayImageDataset, DatasetError
 from pretrain.data.cifar import load_cifar
 from pretrain.data.idx import FASHION_CLASSES, FASHION_MNIST_DEFAULT, load_idx
 from pretrain.data.imagefolder import ImageFolderDataset
+from pretrain.data.workers import loader_workers
 from pretrain.data.stl10 import load_stl10
 from pretrain.data.synthetic import SyntheticShapes
 
@@ -90,4 +91,4 @@ def labelled_split(cfg) -> str:
     return "+".join(parts) or "train"
 
 
-__all__ = ["ArrayImageDataset", "DatasetError", "DATASET_REGISTRY", "build_dataset", "labelled_split", "subset", "SyntheticShapes", "ImageFolderDataset", "load_cifar", "load_stl10", "load_idx"]
+__all__ = ["ArrayImageDataset", "DatasetError", "DATASET_REGISTRY", "build_dataset", "labelled_split", "subset", "SyntheticShapes", "ImageFolderDataset", "load_cifar", "load_stl10", "load_idx", "loader_workers"]

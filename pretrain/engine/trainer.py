@@ -20,7 +20,7 @@ from pretrain import distributed as D
 from pretrain.common import resolve_device
 from pretrain.config import CfgNode, ConfigError, get_key, provenance
 from pretrain.contrastive.objectives import build_objective, objective_class
-from pretrain.data import build_dataset
+from pretrain.data import build_dataset, loader_workers
 from pretrain.data.batch_sampler import ResumableBatchSampler
 from pretrain.data.transforms import build_batch_augment, build_train_transform
 from pretrain.data.views import NO_VIEW, EncodedImages, RawImages, TwoViewDataset, collate_encoded, decode_batch
@@ -211,7 +211,7 @@ class Trainer:
     def _loader(self) -> DataLoader:
         self.train_set.epoch = self.epoch
         self.batch_sampler.set_epoch(self.epoch, self.batch_in_epoch)
-        nw = self.cfg.DATA.NUM_WORKERS
+        nw = loader_workers(self.cfg.DATA.NUM_WORKERS, self.device)
         return DataLoader(self.train_set, batch_sampler=self.batch_sampler, num_workers=nw,
                           pin_memory=self.device.type == "cuda", persistent_workers=False,
                           prefetch_factor=4 if nw else None,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pretrain import distributed as D
-from pretrain.data import build_dataset
+from pretrain.data import build_dataset, loader_workers
 from pretrain.data.transforms import eval_transform
 from pretrain.data.views import TransformedDataset
 from pretrain.engine.hooks import Hook
@@ -81,6 +81,7 @@ class BankNearestNeighbour(Hook):
         cfg = self.cfg
         test = TransformedDataset(build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, cfg.KNN.MAX_TEST),
                                   eval_transform(cfg.DATA.IMAGE_SIZE))
-        q, y = extract_features(Embedder(trainer.objective), test, trainer.device, num_workers=cfg.DATA.NUM_WORKERS)
+        q, y = extract_features(Embedder(trainer.objective), test, trainer.device,
+                                num_workers=loader_workers(cfg.DATA.NUM_WORKERS, trainer.device))
         bank = trainer.objective.anchor_bank
         return nearest_neighbour_top1(q.to(bank.device), y.to(bank.device), bank, self.labels)

@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from pretrain import distributed as D
 from pretrain.common import UserError
-from pretrain.data import build_dataset, labelled_split
+from pretrain.data import build_dataset, labelled_split, loader_workers
 from pretrain.data.transforms import eval_transform
 from pretrain.data.views import TransformedDataset
 from pretrain.engine.hooks import Hook
@@ -37,8 +37,9 @@ def knn_top1(backbone: torch.nn.Module, cfg, device) -> float:
     tf = eval_transform(cfg.DATA.IMAGE_SIZE)
     train = TransformedDataset(build_dataset(cfg.DATA, labelled_split(cfg), cfg.KNN.MAX_TRAIN), tf)
     test = TransformedDataset(build_dataset(cfg.DATA, cfg.DATA.TEST_SPLIT, cfg.KNN.MAX_TEST), tf)
-    ftr, ytr = extract_features(backbone, train, device, num_workers=cfg.DATA.NUM_WORKERS)
-    fte, yte = extract_features(backbone, test, device, num_workers=cfg.DATA.NUM_WORKERS)
+    workers = loader_workers(cfg.DATA.NUM_WORKERS, device)
+    ftr, ytr = extract_features(backbone, train, device, num_workers=workers)
+    fte, yte = extract_features(backbone, test, device, num_workers=workers)
     n_cls = int(max(ytr.max(), yte.max())) + 1
     scores = knn_predict(ftr, ytr, fte, n_cls, cfg.KNN.K, cfg.KNN.TEMPERATURE)
     return topk_accuracy(scores, yte, ks=(1,))["top1"]

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pretrain.common import resolve_device
 from pretrain.config import provenance
-from pretrain.data import build_dataset, labelled_split
+from pretrain.data import build_dataset, labelled_split, loader_workers
 from pretrain.data.views import TransformedDataset
 from pretrain.engine.lr_schedules import build_lr_lambda
 from pretrain.engine.seeding import seed_everything
@@ -116,7 +116,8 @@ def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_
 
     L = cfg.LINCLS
     loader = DataLoader(TransformedDataset(train_set, protocol.train_transform), batch_size=L.BATCH_SIZE,
-                        shuffle=True, num_workers=cfg.DATA.NUM_WORKERS, drop_last=protocol.drop_last,
+                        shuffle=True, num_workers=loader_workers(cfg.DATA.NUM_WORKERS, device),
+                        drop_last=protocol.drop_last,
                         generator=torch.Generator().manual_seed(cfg.SEED))
     clf = linear_layer(bb.feature_dim, num_classes, protocol.init_std).to(device)
     bb.eval()
@@ -125,7 +126,7 @@ def probe_through_encoder(bb, protocol: Protocol, cfg, train_set, test_set, num_
     def score() -> dict:
         if not test:  # extracted at the first score: after training (or its first epoch), as it always was
             test["f"], test["y"] = extract_features(bb, TransformedDataset(test_set, protocol.test_transform),
-                                                    device, num_workers=cfg.DATA.NUM_WORKERS)
+                                                    device, num_workers=loader_workers(cfg.DATA.NUM_WORKERS, device))
         with torch.no_grad():
             return topk_accuracy(clf(test["f"].to(device)).cpu(), test["y"])
 
@@ -171,7 +172,8 @@ def run_lincls(checkpoint: str | Path, out_dir: str | Path | None = None, opts: 
         # features on disk (float16, memory-mapped) and streamed to the probe: memory bounded at any N
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".features-", dir=out) as tmp:
-            kw = dict(device=device, batch_size=256, num_workers=cfg.DATA.NUM_WORKERS, progress=progress)
+            kw = dict(device=device, batch_size=256, num_workers=loader_workers(cfg.DATA.NUM_WORKERS, device),
+                      progress=progress)
             ftr = FeatureCache.write(bb, TransformedDataset(train_set, protocol.train_transform),
                                      folder=Path(tmp) / "train", desc="train features", **kw)
             fte = FeatureCache.write(bb, TransformedDataset(test_set, protocol.test_transform),
