@@ -23,6 +23,7 @@ the median over rounds of the per-round ratios, printed with its spread (min-max
     python benchmarks/pretrain_throughput.py                 # batch 64 and 256, 4 rounds
     python benchmarks/pretrain_throughput.py --batches 64 --rounds 5
     python benchmarks/pretrain_throughput.py --model-step 64      # as docs/benchmarks.md (2026-12-08)
+    python benchmarks/pretrain_throughput.py --profile --batches 64  # the model steps by kind of operator
 """
 from __future__ import annotations
 
@@ -207,9 +208,24 @@ def run_lightly(batch: int, warmup: int, iters: int, model_only: bool, workers: 
     return {"img_per_s": n / elapsed, "step_s": elapsed / iters, "wait_s": wait / iters}
 
 
+PROFILE = False  # --profile: the model step's time by kind of operator (torch.profiler), instead of its speed
+OP_KINDS = {"convolutions": ("aten::mkldnn_convolution", "aten::convolution_backward"),
+            "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward"),
+            "concatenation": ("aten::cat",)}
+
+
 def _time_steps(step, batch, warmup, iters) -> dict:
     for _ in range(warmup):
         step()
+    if PROFILE:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(iters):
+                step()
+        self_ms = {e.key: e.self_cpu_time_total / 1000 / iters for e in prof.key_averages()}
+        kinds = {kind: sum(self_ms.get(op, 0.0) for op in ops) for kind, ops in OP_KINDS.items()}
+        return {**kinds, "the rest": sum(self_ms.values()) - sum(kinds.values())}
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
@@ -273,7 +289,13 @@ def main() -> int:
                    help="the batches whose model step alone is measured too (default: every batch)")
     p.add_argument("--one", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
     p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)  # with --one: sample peak PSS
+    p.add_argument("--profile", action="store_true",
+                   help="instead of speeds: each side's model step by kind of operator, ms per step (torch.profiler)")
     args = p.parse_args()
+    if args.one and args.one[1] == "profile":
+        global PROFILE
+        PROFILE = True
+        args.one[1] = "model_step"
     if args.one:
         impl, mode, batch = args.one
         batch = int(batch)
@@ -286,6 +308,8 @@ def main() -> int:
         res = fn(batch, args.warmup, timed_iters(batch, args.images), mode == "model_step")
         print(json.dumps({**res, "peak_mb": memory.stop() if memory else None}))
         return 0
+    if args.profile:
+        return print_profiles(args)
     from pretrain.config import load_config
 
     ours_workers = load_config(None, []).DATA.NUM_WORKERS
@@ -334,6 +358,23 @@ def main() -> int:
                              f" | lightly: loader wait {_ms(med('lightly', 'wait_s'))}, the rest "
                              f"{_ms(med('lightly', 'step_s') - med('lightly', 'wait_s'))}")
                 print(line, flush=True)
+    return 0
+
+
+def print_profiles(args) -> int:
+    """Each side's model step split by kind of operator: what the two sides share (the convolutions are the
+    same oneDNN kernels on both) and what differs."""
+    for batch in args.batches:
+        for impl in IMPLS:
+            cmd = [sys.executable, __file__, "--one", impl, "profile", str(batch), "--warmup", str(args.warmup),
+                   "--images", str(args.images)]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
+            ms = json.loads(out.stdout.strip().splitlines()[-1])
+            ms.pop("peak_mb", None)
+            total = sum(ms.values())
+            parts = ", ".join(f"{k} {v:.0f} ({100 * v / total:.0f} %)" for k, v in ms.items())
+            print(f"batch {batch:4d} model step, ms per step (profiled, CPU time): {impl:22s} {total:.0f} = {parts}",
+                  flush=True)
     return 0
 
 
