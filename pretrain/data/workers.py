@@ -2,10 +2,10 @@
 count chosen for the device that consumes the batches.
 
 On a CPU the training (or feature-extraction) step already runs on every core through its intra-op
-threads; a worker process takes a core from it whenever it runs, and each time it does, the step's other
-threads wait for the preempted one at the next barrier.  At 32 px on 2 cores (MoCo, ResNet-18, batch 64)
-two workers cost 14 % of the step although their augmentation is 5 % of the step's time, while the same
-augmentation in the main process, between steps, costs its 5 % (docs/benchmarks.md, 2026-12-08): so on a
+threads: a worker process can only take cores from it, and it costs a process's memory.  Measured on 2
+cores (MoCo, ResNet-18, 32 px; docs/benchmarks.md, 2026-12-08): without workers ringnce's peak (summed
+PSS) fell from 1,430 to 1,301 MB at batch 64 and from 2,371 to 2,124 MB at 256, at the same speed within
+the rounds' spread (the augmentation then runs between steps: ~75 ms of a 1.5 s batch-64 step).  So on a
 CPU, auto means no workers.  On a GPU the cores are free for the loader: auto gives each local process
 its share of the cores this process may run on, one kept for the process itself, at most ``MAX_AUTO``.
 
