@@ -12,9 +12,9 @@ from pretrain.data.base import ArrayImageDataset, DatasetError
 from pretrain.data.cifar import load_cifar
 from pretrain.data.idx import FASHION_CLASSES, FASHION_MNIST_DEFAULT, load_idx
 from pretrain.data.imagefolder import ImageFolderDataset
-from pretrain.data.workers import loader_workers
 from pretrain.data.stl10 import load_stl10
 from pretrain.data.synthetic import SyntheticShapes
+from pretrain.data.workers import loader_workers
 
 DATASET_REGISTRY = Registry("DATASET", key="DATA.NAME", doc="""Image datasets (DATA.NAME).
 
