@@ -12,8 +12,8 @@ measurement runs in its own process.  Reported, per batch size:
 - peak memory: the largest total proportional set size (PSS, /proc/<pid>/smaps_rollup) of the process and
   its loader workers, sampled every 50 ms, in a separate, untimed run of each measurement (reading
   smaps_rollup of a 1.5 GB process takes ~10 ms of a core: sampling while timing took 20-50 % of one of
-  this machine's two cores from the very step being timed).  PSS splits pages the workers share with the main process
-  instead of counting them in each (a forked worker's RSS includes the parent's pages it maps; the
+  this machine's two cores from the very step being timed).  PSS splits pages the workers share with the
+  main process instead of counting them in each (a forked worker's RSS includes the parent's pages it maps; the
   earlier figure, max RSS of the process plus the largest child's, counted them twice, at different times).
 ringnce runs twice: as configured by default (MoCo's shuffle-BN emulated on one process with MOCO.BN_SPLITS
 sub-batches, work lightly's recipe does not do) and with MOCO.SHUFFLE_BN False (the same computation as
@@ -292,20 +292,17 @@ def main() -> int:
     p.add_argument("--profile", action="store_true",
                    help="instead of speeds: each side's model step by kind of operator, ms per step (torch.profiler)")
     args = p.parse_args()
-    if args.one and args.one[1] == "profile":
-        global PROFILE
-        PROFILE = True
-        args.one[1] = "model_step"
     if args.one:
+        global PROFILE
         impl, mode, batch = args.one
-        batch = int(batch)
+        batch, PROFILE = int(batch), mode == "profile"
         if mode == "augment":
             print(json.dumps({"aug_s": augment_seconds(impl, batch)}))
             return 0
         fn = {"ringnce": run_ours, "ringnce-no-shuffle-bn": lambda *a: run_ours(*a, shuffle_bn=False),
               "lightly": run_lightly, "lightly-0-workers": lambda *a: run_lightly(*a, workers=0)}[impl]
         memory = PeakMemory() if args.memory else None
-        res = fn(batch, args.warmup, timed_iters(batch, args.images), mode == "model_step")
+        res = fn(batch, args.warmup, timed_iters(batch, args.images), mode in ("model_step", "profile"))
         print(json.dumps({**res, "peak_mb": memory.stop() if memory else None}))
         return 0
     if args.profile:
@@ -319,17 +316,8 @@ def main() -> int:
           f"{args.rounds} interleaved timed rounds (order rotated each round; img/s, ms and ratios: medians over "
           f"rounds); peak: PSS of the process and its workers, from one more, untimed run", flush=True)
 
-    def one(impl, mode, batch, memory=False):
-        cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
-               "--images", str(args.images)] + (["--memory"] if memory else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if out.returncode:
-            print(out.stderr[-2000:], file=sys.stderr)
-            raise SystemExit(1)
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
     for batch in args.batches:
-        aug = {impl: one(impl, "augment", batch)["aug_s"] for impl in ("ringnce", "lightly")}
+        aug = {impl: run_one(args, impl, "augment", batch)["aug_s"] for impl in ("ringnce", "lightly")}
         print(f"batch {batch:4d} augmentation, two views of the batch on one core: ringnce {1000 * aug['ringnce']:.0f} ms"
               f" | lightly {1000 * aug['lightly']:.0f} ms | ratio (lightly / ringnce) {aug['lightly'] / aug['ringnce']:.2f}x",
               flush=True)
@@ -339,8 +327,8 @@ def main() -> int:
             rounds = []
             for r in range(args.rounds):
                 order = impls[r % len(impls):] + impls[:r % len(impls)]
-                rounds.append({impl: one(impl, mode, batch) for impl in order})
-            peak = {impl: one(impl, mode, batch, memory=True)["peak_mb"] for impl in impls}
+                rounds.append({impl: run_one(args, impl, mode, batch) for impl in order})
+            peak = {impl: run_one(args, impl, mode, batch, memory=True)["peak_mb"] for impl in impls}
             med = lambda impl, k: (None if rounds[0][impl].get(k) is None  # noqa: E731
                                    else float(np.median([r[impl][k] for r in rounds])))
             base = med("lightly", "img_per_s")
@@ -361,15 +349,23 @@ def main() -> int:
     return 0
 
 
+def run_one(args, impl: str, mode: str, batch: int, memory: bool = False) -> dict:
+    """One measurement in its own process (``--one``): its JSON result; its error output and exit 1 if it fails."""
+    cmd = [sys.executable, __file__, "--one", impl, mode, str(batch), "--warmup", str(args.warmup),
+           "--images", str(args.images)] + (["--memory"] if memory else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        print(out.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(1)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def print_profiles(args) -> int:
     """Each side's model step split by kind of operator: what the two sides share (the convolutions are the
     same oneDNN kernels on both) and what differs."""
     for batch in args.batches:
         for impl in IMPLS:
-            cmd = [sys.executable, __file__, "--one", impl, "profile", str(batch), "--warmup", str(args.warmup),
-                   "--images", str(args.images)]
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
-            ms = json.loads(out.stdout.strip().splitlines()[-1])
+            ms = run_one(args, impl, "profile", batch)
             ms.pop("peak_mb", None)
             total = sum(ms.values())
             parts = ", ".join(f"{k} {v:.0f} ({100 * v / total:.0f} %)" for k, v in ms.items())
