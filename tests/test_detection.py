@@ -11,7 +11,7 @@ from tests.conftest import opts_with
 from pretrain.modeling.weight_formats import WeightsError, torchvision_to_detectron2
 from transfer.detection.export import ExportError, export
 from transfer.detection.resnet_table import detectron2_resnet_shapes
-from transfer.detection.scenes import generate
+from transfer.detection.datasets.scenes import generate
 from transfer.detection.train_net import CONFIG_ROOT, TransferError, load_cfg, register_custom
 
 ALL_CONFIGS = sorted(CONFIG_ROOT.rglob("*.yaml"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer.detection import trees
+from transfer.detection.datasets import trees
 
 needs_wheel = pytest.mark.skipif(importlib.util.find_spec("deepforest") is None,
                                  reason="deepforest==2.1.0 is not installed (make setup installs it with --no-deps)")

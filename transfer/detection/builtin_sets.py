@@ -1,6 +1,6 @@
-"""The datasets ring-train-net knows by name, written on first use: each module that makes one (``scenes``,
-``trees``) declares it here with its name prefix, the environment variable that says where its files go, and
-the function that writes them.  No Detectron2 import: the suite reads this table too."""
+"""The datasets ring-train-net knows by name, written on first use: each module of ``transfer/detection/datasets/``
+(``scenes``, ``trees``) declares its set here with its name prefix, the environment variable that says where its
+files go, and the function that writes them.  No Detectron2 import: the suite reads this table too."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +19,6 @@ class BuiltinSet:
 
 
 BUILTIN_SETS: dict[str, BuiltinSet] = {}
-MODULES = ("transfer.detection.scenes", "transfer.detection.trees")  # the modules that declare one
 
 
 def declare(s: BuiltinSet) -> BuiltinSet:
@@ -28,11 +27,14 @@ def declare(s: BuiltinSet) -> BuiltinSet:
 
 
 def declared() -> dict[str, BuiltinSet]:
-    """Every built-in set, {prefix: set}, after importing the modules that declare them."""
+    """Every built-in set, {prefix: set}, after importing every module of ``transfer.detection.datasets``."""
     import importlib
+    import pkgutil
 
-    for m in MODULES:
-        importlib.import_module(m)
+    import transfer.detection.datasets as package
+
+    for m in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{m.name}")
     return BUILTIN_SETS
 
 

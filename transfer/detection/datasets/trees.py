@@ -17,7 +17,7 @@ fixed CROP x CROP crops on each tile's grid (the strip right of / below the last
   kept as ``iscrowd`` (ignored by training and by COCO evaluation: a crown cut by the crop's edge is
   neither a miss nor a false positive).
 
-    python -m transfer.detection.trees -o data/trees      # writes trees_{train,val}/{images,annotations.json}
+    python -m transfer.detection.datasets.trees -o data/trees      # writes trees_{train,val}/{images,annotations.json}
 """
 from __future__ import annotations
 

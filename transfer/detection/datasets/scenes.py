@@ -5,7 +5,7 @@ so every polygon is the object's exact mask).  ``kind='instances'``: categories 
 with boxes and polygon masks.  ``kind='keypoints'``: one category, 'kite' (an axis-aligned diamond),
 with 4 named keypoints (its vertices) and the flip map left<->right, in COCO's keypoint format.
 
-    python -m transfer.detection.scenes -o data/scenes     # writes scenes_{instances,keypoints}_{train,val}
+    python -m transfer.detection.datasets.scenes -o data/scenes     # writes scenes_{instances,keypoints}_{train,val}
 """
 from __future__ import annotations
 
