@@ -332,3 +332,22 @@ def test_the_default_suite_gives_every_row_of_every_table_three_seeds(tmp_path):
     assert all(len(v) >= 3 for v in seeds.values()), dict(seeds)
     for task, row in list(seeds):
         assert seeds[task, row] <= seeds[task, "random-init rgb"]
+
+
+@pytest.mark.slow  # the whole tiny suite twice; the scheduling itself is tested fast in test_local_stages.py
+def test_the_suite_at_two_jobs_equals_one_stage_at_a_time(tmp_path, capsys, monkeypatch):
+    """Same threads per stage (OMP_NUM_THREADS set), so the same numbers; only the order of the stages differs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = _tiny_suite(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert suite_main([str(path), "-o", str(one), "--no-progress"]) == 0
+    assert suite_main([str(path), "-o", str(two), "--no-progress", "--jobs", "2"]) == 0
+
+    def summaries(out):
+        return {str(p.relative_to(out)): json.loads(p.read_text())["metrics"]
+                for d in ("pretrain", "baselines") for p in (out / d).rglob("summary.json")}
+
+    a, b = summaries(one), summaries(two)
+    assert a.keys() == b.keys() and len(a) >= 8
+    assert a == b
+    assert (one / "results" / "tables.md").read_text() == (two / "results" / "tables.md").read_text()

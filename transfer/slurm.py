@@ -27,7 +27,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.tasks.base import Stage, SuiteError
+from transfer.tasks.base import Stage, SuiteError, pending_makers
 
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
         "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
@@ -204,11 +204,6 @@ def save_jobs(out: Path, jobs: dict[str, str]) -> None:
     atomic_write_json(state_file(out), jobs)
 
 
-def dependencies(stage: Stage, makers: dict[str, Stage]) -> list[Stage]:
-    """The stages that make what ``stage`` needs and that are not complete yet."""
-    return [makers[str(f)] for f in (*stage.needs, *stage.after) if str(f) in makers and not Path(f).exists()]
-
-
 def executor(out: Path, opts: SlurmOptions, stage: Stage, deps: list[str], kind: str = "afterok"):
     import submitit
 
@@ -243,7 +238,7 @@ def submit(stages: list[Stage], out: Path, opts: SlurmOptions, tables: Stage | N
         if st.name in jobs and live.get(jobs[st.name]) in LIVE:
             submitted[st.name] = jobs[st.name]
             continue
-        deps = dependencies(st, makers)
+        deps = pending_makers(st, makers)
         blocked = [d.name for d in deps if d.name not in submitted]
         if blocked:  # a maker that failed earlier and is not queued: this branch waits for a resubmission
             print(f"[ring-suite] not submitted: {st.name} (waits for '{blocked[0]}', which did not complete)")

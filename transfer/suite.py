@@ -3,6 +3,7 @@
 
     ring-suite                                  # the embedded default: a small complete suite on CPU
     ring-suite transfer/suites/paper_cifar.yaml -o runs/paper_cifar
+    ring-suite cpu_evidence --jobs 2                # two independent stages at once, one thread each
     ring-suite paper_imagenet -o /shared/runs/in --launcher slurm --partition gpu --gpus-per-node 8 --time 3-00:00:00
 
 Every stage writes a run directory and is skipped when its result (summary.json, or the exported .pkl)
@@ -11,7 +12,8 @@ resumes from its last checkpoint, a half-finished Detectron2 run from its ``last
 optimizer, iteration, data position and RNG states; ``--resume``, which starts from MODEL.WEIGHTS when
 there is no checkpoint).  A stage that fails stops the suite with a message naming the stage
 and its log; everything completed is kept.  Stages run as separate processes: pretraining through
-torchrun when ``pretrain.nproc_per_node`` > 1, Detectron2 through its launcher (``detection.num_gpus``).
+torchrun when ``pretrain.nproc_per_node`` > 1, Detectron2 through its launcher (``detection.num_gpus``);
+``--jobs N`` runs up to N of them at once, each after the stages it reads (transfer/local_stages.py).
 
 Layout of OUT:
     pretrain/<dataset>/<objective>_<estimator>_s<seed>/   ring-pretrain run; lincls/, model_final.pkl,
@@ -27,9 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -39,6 +39,7 @@ import yaml
 from tqdm import tqdm
 
 from pretrain.common import check_keys, cli_main, command_parser, find_file
+from transfer.local_stages import run_concurrently, run_stage
 from transfer.tasks import EvalContext, Stage, SuiteError, enabled_tasks, tasks
 
 SUITES = Path(__file__).resolve().parent / "suites"
@@ -263,26 +264,9 @@ def drop_unavailable(suite: dict) -> list[str]:
     return [s for t in enabled_tasks(suite) for s in t.unavailable(suite[t.name])]
 
 
-def run_stage(stage: Stage) -> float:
-    stage.log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(stage.log, "w") as log:
-        log.write("$ " + " ".join(stage.cmd) + "\n")
-        log.flush()
-        proc = subprocess.run(stage.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **stage.env})
-    if proc.returncode == 0 and not stage.done.exists():  # a stage's marker is what makes it count as done
-        raise SuiteError(f"stage '{stage.name}' exited 0 without writing {stage.done}, the file that marks it "
-                         f"complete (a bug in the stage's command) -- full log: {stage.log}.")
-    if proc.returncode != 0:
-        tail = stage.log.read_text().strip().splitlines()[-5:]
-        why = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "")
-        raise SuiteError(f"stage '{stage.name}' failed (exit {proc.returncode}): {why.strip()} -- full log: "
-                         f"{stage.log}; completed stages are kept, run ring-suite again to resume.")
-    return time.perf_counter() - t0
-
-
-def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str:
-    """Runs the stages not yet complete, then writes the tables; ``select`` filters the planned stages."""
+def run_suite(suite: dict, out: Path, progress: bool = True, select=None, jobs: int = 1) -> str:
+    """Runs the stages not yet complete (``jobs`` at once at most), then writes the tables; ``select``
+    filters the planned stages."""
     out.mkdir(parents=True, exist_ok=True)
     gone = drop_unavailable(suite)
     for s in gone:
@@ -295,11 +279,16 @@ def run_suite(suite: dict, out: Path, progress: bool = True, select=None) -> str
     t0 = time.perf_counter()
     with tqdm(total=len(stages), initial=len(stages) - len(todo), desc="suite", disable=not progress,
               dynamic_ncols=True) as bar:
-        for stage in todo:
-            bar.set_postfix_str(stage.name)
-            secs = run_stage(stage)
+        def done(stage: Stage, secs: float) -> None:
             tqdm.write(f"[ring-suite] done: {stage.name} ({secs:.0f} s)")
             bar.update(1)
+
+        if jobs > 1:
+            run_concurrently(todo, stages, jobs, lambda now: bar.set_postfix_str(", ".join(s.name for s in now)), done)
+        else:
+            for stage in todo:
+                bar.set_postfix_str(stage.name)
+                done(stage, run_stage(stage))
     text, plotted = write_tables(out)
     print(text)
     print(f"[ring-suite] finished in {time.perf_counter() - t0:.0f} s; tables: {out / 'results' / 'tables.md'}"
@@ -360,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="every distinct stage once, at toy size on tiny files in "
                                                         "each dataset's real format, through the same launchers")
     p.add_argument("--launcher", default="local", choices=["local", "slurm"],
-                   help="local: one stage after another in this process (default); slurm: every stage a Slurm job, "
-                        "with dependencies (submitit)")
+                   help="local: the stages on this machine, one after another or --jobs at once (default); slurm: "
+                        "every stage a Slurm job, with dependencies (submitit)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="local launcher: up to N independent stages at once, each with cores/N threads (default 1)")
     p.add_argument("--status", action="store_true", help="every stage's state: done, queued/running (job id), "
                                                           "failed (log), not submitted")
     p.add_argument("--tables", action="store_true", help="only write the tables (results/tables.md, deltas.png) "
@@ -384,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     if stray:  # before any stage runs: the user meant the cluster, not this machine
         raise SuiteError(f"{stray[0]} is a Slurm setting: add --launcher slurm to submit the suite to Slurm, or drop "
                          f"{', '.join(stray)} to run it here.")
+    if args.jobs < 1:
+        raise SuiteError(f"--jobs {args.jobs}: give the number of stages to run at once, 1 or more.")
+    if args.jobs > 1 and args.launcher != "local":
+        raise SuiteError("--jobs is the local launcher's: with --launcher slurm independent stages already run at "
+                         "once as separate jobs; drop --jobs.")
     suite, path = load_suite(args.suite)
     out = Path(args.output or f"runs/{Path(path).stem}{'_smoke' if args.smoke else ''}")
     select = None
@@ -402,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = plan(suite, out)
         stages = select(stages) if select else stages
         return print_status(stages, out) if args.status else launch_slurm(stages, out, args)
-    run_suite(suite, out, progress=not args.no_progress, select=select)
+    run_suite(suite, out, progress=not args.no_progress, select=select, jobs=args.jobs)
     return 0
 
 

@@ -48,6 +48,12 @@ class Stage:
     node_args: tuple = ()
 
 
+
+def pending_makers(stage: Stage, makers: dict[str, Stage]) -> list[Stage]:
+    """The stages that make what ``stage`` reads (``needs``, ``after``) and are not complete yet; ``makers``
+    maps each planned stage's ``done`` file (as a string) to that stage."""
+    return [makers[str(f)] for f in (*stage.needs, *stage.after) if str(f) in makers and not Path(f).exists()]
+
 @dataclass
 class EvalContext:
     """Where one backbone's evaluations go: ``run`` the pretraining run (its weights, or its architecture for
