@@ -3,7 +3,7 @@
 
     ring-suite                                  # the embedded default: a small complete suite on CPU
     ring-suite transfer/suites/paper_cifar.yaml -o runs/paper_cifar
-    ring-suite cpu_evidence --jobs 2                # two independent stages at once, one thread each
+    ring-suite cpu_evidence --jobs 2            # two independent stages at once, cores/2 threads each
     ring-suite paper_imagenet -o /shared/runs/in --launcher slurm --partition gpu --gpus-per-node 8 --time 3-00:00:00
 
 Every stage writes a run directory and is skipped when its result (summary.json, or the exported .pkl)
